@@ -1,0 +1,244 @@
+"""Convert a loaded Llama-family model to another attention variant, on a deep copy; the shared original is untouched.
+
+The weight maths runs in float64 and is cast back to the model's dtype once, so exact conversions stay exact.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+
+from explorer.loading import LoadedModel
+from explorer.variants.calibrate import Calibration, calibrate
+from explorer.variants.gqa import GroupedQueryAttention
+from explorer.variants.mla import MLAConfig, MultiHeadLatentAttention
+from explorer.variants.spec import AttentionShape, VariantSpec, attention_shape, check_mla, target_kv_heads
+
+SUPPORTED_MODEL_TYPES = ("llama",)  # Llama-family layouts: q_proj/k_proj/v_proj/o_proj, rotate_half RoPE
+
+
+@dataclass
+class Conversion:
+    """A converted copy of a model, and what the conversion did."""
+
+    loaded: LoadedModel  # the converted copy: `run_attention(conversion.loaded, text)` draws its heatmaps
+    spec: VariantSpec  # the settings it was made with
+    seconds: float  # wall time of the conversion (copy + weight maths), calibration pass excluded
+    calibration_seconds: float  # wall time of the calibration pass it ran (0 when given one or none needed)
+    latent_ranks: list[int] | None = None  # MLA: latent width per layer
+    energy_kept: list[float] | None = None  # MLA: share of the (balanced) K/V output energy the latent keeps,
+    # per layer: measured on calibration text for data-aware SVD, on the weights for plain SVD
+
+
+def convert(loaded: LoadedModel, spec: VariantSpec, calibration: Calibration | None = None) -> Conversion:
+    """A converted deep copy of `loaded` (the original when spec.variant is 'original'); never mutates `loaded`."""
+    shape = attention_shape(loaded.config, loaded.entry.label)
+    if spec.variant == "original":
+        return Conversion(loaded, spec, 0.0, 0.0)
+    if loaded.config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"Attention conversions support Llama-family models (SmolLM2) so far; {loaded.entry.label} is a "
+            f"'{loaded.config.model_type}' model. Pick SmolLM2 to compare variants."
+        )
+    kv_heads = target_kv_heads(spec, shape) if spec.variant != "mla" else None  # checks before any work
+    ranks = check_mla(spec, shape) if spec.variant == "mla" else None
+    calibration_seconds = 0.0
+    if spec.uses_calibration() and calibration is None:
+        calibration = calibrate(loaded, spec.calibration_tokens)
+        calibration_seconds = calibration.seconds
+
+    started = time.perf_counter()
+    model = _fresh_copy(loaded.model)
+    rotary = model.model.rotary_emb
+    energy_kept = []
+    for i, layer in enumerate(model.model.layers):
+        moment = calibration.input_moments[i] if calibration is not None else None
+        if spec.variant == "mla":
+            latent_moment = moment if spec.svd == "data" else _identity(loaded.config.hidden_size)
+            layer.self_attn, energy = to_mla(
+                layer.self_attn, shape, spec, ranks[i], latent_moment, moment, rotary.inv_freq, rotary.attention_scaling
+            )
+            energy_kept.append(energy)
+        else:
+            layer.self_attn = to_gqa(layer.self_attn, shape, kv_heads, spec.merge, moment)
+    if kv_heads is not None:
+        model.config.num_key_value_heads = kv_heads
+    seconds = time.perf_counter() - started
+    converted = dataclasses.replace(loaded, model=model)
+    return Conversion(converted, spec, seconds, calibration_seconds, ranks, energy_kept or None)
+
+
+def to_gqa(attn, shape: AttentionShape, kv_heads: int, merge: str, moment: torch.Tensor | None):
+    """A `GroupedQueryAttention` with `kv_heads` KV heads made from a Llama attention layer.
+
+    More KV heads: repeat each (exact). Fewer: merge each group of old heads into one by its mean, its first
+    head, or aligned (keys by complex PCA per RoPE frequency pair, values by PCA, rotations folded into the
+    queries and the output projection).
+    """
+    H, G, hd = shape.heads, shape.kv_heads, shape.head_dim  # query heads, KV heads, head dim
+    wq, wk, wv, wo = _llama_weights(attn, shape)  # (H, hd, D), (G, hd, D), (G, hd, D), (D, H, hd)
+    if kv_heads >= G:
+        wk = wk.repeat_interleave(kv_heads // G, dim=0)  # (kv, hd, D)
+        wv = wv.repeat_interleave(kv_heads // G, dim=0)  # (kv, hd, D)
+    else:
+        members = G // kv_heads  # old KV heads merged into each new one
+        wk_groups = wk.view(kv_heads, members, hd, -1)  # (kv, m, hd, D)
+        wv_groups = wv.view(kv_heads, members, hd, -1)  # (kv, m, hd, D)
+        if merge == "mean":
+            wk, wv = wk_groups.mean(1), wv_groups.mean(1)  # (kv, hd, D)
+        elif merge == "first":
+            wk, wv = wk_groups[:, 0], wv_groups[:, 0]  # (kv, hd, D)
+        else:
+            wq, wk, wv, wo = _aligned_gqa(wq, wk_groups, wv_groups, wo, moment)
+    module = GroupedQueryAttention(attn.config, attn.layer_idx, H, kv_heads, hd).to(attn.q_proj.weight.dtype)
+    _copy(module.q_proj.weight, wq.reshape(H * hd, -1))
+    _copy(module.k_proj.weight, wk.reshape(kv_heads * hd, -1))
+    _copy(module.v_proj.weight, wv.reshape(kv_heads * hd, -1))
+    _copy(module.o_proj.weight, wo.reshape(wo.shape[0], H * hd))
+    return module.to(attn.q_proj.weight.device)
+
+
+def _aligned_gqa(wq, wk_groups, wv_groups, wo, moment):
+    """Merge each group of KV heads along its principal directions and fold the rotations into Q and O."""
+    kv_heads, members, hd, _ = wk_groups.shape  # new KV heads, old heads per new head, head dim, d_model
+    H = wq.shape[0]
+    old_group_size = H // (kv_heads * members)  # query heads per old KV head
+    wq, wo = wq.clone(), wo.clone()
+    new_k, new_v = [], []
+    for j in range(kv_heads):
+        k_rows, key_turns = aligned_key(wk_groups[j], moment)  # (hd, D), (m, hd/2) complex
+        v_rows, value_maps = aligned_values(wv_groups[j], moment)  # (hd, D), (m, hd, hd)
+        new_k.append(k_rows)
+        new_v.append(v_rows)
+        for member in range(members):
+            old_head = j * members + member
+            for h in range(old_head * old_group_size, (old_head + 1) * old_group_size):
+                wq[h] = turn_pairs(wq[h], key_turns[member].conj())  # (hd, D)
+                wo[:, h] = wo[:, h] @ value_maps[member]  # (D, hd)
+    return wq, torch.stack(new_k), torch.stack(new_v), wo
+
+
+def aligned_key(member_keys: torch.Tensor, moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge key heads (m, d, D) into one (d, D) per RoPE frequency pair, treating each pair as a complex number.
+
+    Pair p of head g is z_g = k[p] + i·k[p + d/2]. The merged key is w = Σ_g conj(u_g) z_g with u the top
+    eigenvector of E[z zᴴ]; a query reading head g becomes conj(u_g)·q. Multiplying by a complex number
+    commutes with RoPE's rotation, so this stays exact for any position. Returns (rows, u (m, d/2) complex).
+    """
+    m, d, D = member_keys.shape  # member heads, dims, d_model
+    z = torch.complex(member_keys[:, : d // 2], member_keys[:, d // 2 :])  # (m, P, D): P pairs
+    # g, h member heads, p pair, d and e model dims
+    covariance = torch.einsum("gpd,de,hpe->pgh", z, moment.to(z.dtype), z.conj())  # (P, m, m) Hermitian
+    _, eigenvectors = torch.linalg.eigh(covariance)  # ascending eigenvalues
+    u = eigenvectors[..., -1]  # (P, m): top direction per pair
+    merged = torch.einsum("pg,gpd->pd", u.conj(), z)  # (P, D)
+    return torch.cat([merged.real, merged.imag]), u.T  # (d, D), (m, P)
+
+
+def turn_pairs(rows: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
+    """Multiply each RoPE pair of `rows` (d, D) by a complex number: turn (d/2,) complex -> (d, D)."""
+    d = rows.shape[0]
+    z = torch.complex(rows[: d // 2], rows[d // 2 :]) * turn[:, None]  # (P, D)
+    return torch.cat([z.real, z.imag])  # (d, D)
+
+
+def aligned_values(member_values: torch.Tensor, moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge value heads (m, d, D) into one (d, D) by PCA of their joint outputs; v_g ≈ maps[g] @ merged."""
+    m, d, D = member_values.shape
+    stacked = member_values.reshape(m * d, D)  # (m*d, D)
+    _, eigenvectors = torch.linalg.eigh(stacked @ moment @ stacked.T)  # (m*d, m*d), ascending
+    top = eigenvectors[:, -d:]  # (m*d, d)
+    return top.T @ stacked, top.view(m, d, d)  # (d, D), (m, d, d)
+
+
+def to_mla(attn, shape: AttentionShape, spec: VariantSpec, rank: int, latent_moment, merge_moment, inv_freq, scaling):
+    """A `MultiHeadLatentAttention` made from a Llama attention layer, and the share of energy its latent keeps.
+
+    K (without its RoPE part) and V of all KV heads are stacked and projected on their top-`rank` principal
+    directions under `latent_moment` (identity: plain SVD of the weights; calibration moments: data-aware).
+    With balancing, V is scaled to K's energy first, so neither dominates the shared latent.
+    """
+    H, G, hd = shape.heads, shape.kv_heads, shape.head_dim  # query heads, KV heads, head dim
+    rope_dims = spec.rope_dims if spec.form == "decoupled" else 0
+    half, kept = hd // 2, rope_dims // 2  # RoPE pairs per head, pairs that keep RoPE
+    rope_index = torch.cat([torch.arange(kept), torch.arange(kept) + half])  # (dr,) rotate_half layout
+    nope_index = torch.tensor([i for i in range(hd) if i not in set(rope_index.tolist())], dtype=torch.long)
+    wq, wk, wv, wo = _llama_weights(attn, shape)  # (H, hd, D), (G, hd, D), (G, hd, D), (D, H, hd)
+
+    # queries: per head [q_nope | q_pe]; the shared RoPE key merges the KV heads' RoPE rows
+    q_nope, q_pe = wq[:, nope_index], wq[:, rope_index]  # (H, dn, D), (H, dr, D)
+    k_pe_heads = wk[:, rope_index]  # (G, dr, D)
+    if rope_dims == 0 or spec.merge == "mean":
+        k_pe = k_pe_heads.mean(0)  # (dr, D)
+    elif spec.merge == "first":
+        k_pe = k_pe_heads[0]  # (dr, D)
+    else:
+        k_pe, turns = aligned_key(k_pe_heads, merge_moment)  # (dr, D), (G, dr/2)
+        q_pe = torch.stack([turn_pairs(q_pe[h], turns[h // (H // G)].conj()) for h in range(H)])  # (H, dr, D)
+
+    # the joint latent of [k_nope; v] per KV head
+    kv_rows = torch.cat([wk[:, nope_index], wv], dim=1)  # (G, dn+hd, D)
+    n = kv_rows.shape[1]
+    rows = kv_rows.reshape(G * n, -1)  # (G*(dn+hd), D)
+    is_value = (torch.arange(G * n) % n) >= (hd - rope_dims)  # (G*(dn+hd),)
+    row_energy = torch.einsum("rd,de,re->r", rows, latent_moment, rows)  # (G*(dn+hd),) E[y_r²]
+    balance = (row_energy[~is_value].sum() / row_energy[is_value].sum()).sqrt() if spec.balance_kv else 1.0
+    row_scale = torch.where(is_value, torch.as_tensor(balance, dtype=rows.dtype), torch.ones((), dtype=rows.dtype))
+    scaled = rows * row_scale[:, None]  # (G*(dn+hd), D)
+    eigenvalues, eigenvectors = torch.linalg.eigh(scaled @ latent_moment @ scaled.T)  # ascending
+    top = eigenvectors[:, -rank:].flip(-1)  # (G*(dn+hd), r): principal directions, largest first
+    energy_kept = float(eigenvalues[-rank:].sum() / eigenvalues.sum())
+    w_down = top.T @ scaled  # (r, D): c_kv = w_down x
+    w_up = top / row_scale[:, None]  # (G*(dn+hd), r): [k_nope; v] ≈ w_up c_kv
+
+    mla = MLAConfig(H, G, hd, rank, rope_dims, spec.form, spec.attn_path)
+    module = MultiHeadLatentAttention(attn.config, attn.layer_idx, mla, inv_freq, scaling).to(attn.q_proj.weight.dtype)
+    _copy(module.q_proj.weight, torch.cat([q_nope, q_pe], dim=1).reshape(H * hd, -1))
+    _copy(module.wkv_a.weight, torch.cat([w_down, k_pe]))
+    _copy(module.wkv_b.weight, w_up)
+    _copy(module.o_proj.weight, wo.reshape(wo.shape[0], H * hd))
+    return module.to(attn.q_proj.weight.device), energy_kept
+
+
+def _llama_weights(attn, shape: AttentionShape):
+    """q, k, v per head (heads, hd, D) and o (D, heads, hd), as float64 copies."""
+    for projection in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj):
+        if projection.bias is not None:
+            raise ValueError("This model's attention has biases; conversions support bias-free Llama layers.")
+    H, G, hd = shape.heads, shape.kv_heads, shape.head_dim
+    wq = attn.q_proj.weight.detach().double().view(H, hd, -1)  # (H, hd, D)
+    wk = attn.k_proj.weight.detach().double().view(G, hd, -1)  # (G, hd, D)
+    wv = attn.v_proj.weight.detach().double().view(G, hd, -1)  # (G, hd, D)
+    wo = attn.o_proj.weight.detach().double().view(-1, H, hd)  # (D, H, hd)
+    return wq, wk, wv, wo
+
+
+def _copy(parameter: torch.nn.Parameter, value: torch.Tensor) -> None:
+    """Copy `value` into a new module's weight, checking its shape first."""
+    assert parameter.shape == value.shape, f"shape {tuple(value.shape)} does not fit {tuple(parameter.shape)}"
+    with torch.no_grad():
+        parameter.copy_(value.to(parameter.dtype))
+
+
+def _identity(size: int) -> torch.Tensor:
+    return torch.eye(size, dtype=torch.float64)
+
+
+def _fresh_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy without the output-recording hooks transformers installed on the original.
+
+    transformers installs its `outputs.attentions` hooks once per model, lazily; a copy made after that would
+    keep stale hooks and never hook the new attention modules. Dropping them lets the copy install its own.
+    """
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        for key, hook in list(module._forward_hooks.items()):
+            if getattr(hook, "__name__", "") == "output_capturing_hook":
+                del module._forward_hooks[key]
+        if getattr(module, "_output_capturing_hooks_installed", False):
+            module._output_capturing_hooks_installed = False
+    return model

@@ -1,0 +1,140 @@
+"""What a variant is: the settings of one attention conversion, checked against a model's shape.
+
+A `VariantSpec` is data only (it travels in URLs and cache keys); `explorer.variants.convert` applies it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+VariantName = Literal["original", "mha", "gqa", "mqa", "mla"]
+VARIANTS: tuple[str, ...] = ("original", "mha", "gqa", "mqa", "mla")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One attention variant and its settings. Fields that a variant does not use are ignored."""
+
+    # which attention
+    variant: VariantName = "original"  # original model, or mha / gqa / mqa / mla
+    # mha, gqa, mqa: how many KV heads, and how heads are merged when there are fewer than before
+    kv_heads: int | None = None  # gqa only: KV heads after conversion (mha: every query head; mqa: 1)
+    merge: Literal["mean", "first", "aligned"] = "mean"  # mean-pool a group (GQA paper), keep its first
+    # head, or align it first (PCA per RoPE frequency pair for keys, PCA for values). MLA uses the same
+    # choice to merge its KV heads' RoPE parts into the one shared RoPE key.
+    # mla
+    form: Literal["naive", "decoupled"] = "naive"  # naive: RoPE after the up-projection (exact at full rank,
+    # cannot be absorbed); decoupled: DeepSeek-V2, RoPE on `rope_dims` dims of one shared key, rest compressed
+    latent_rank: int = 256  # width of the joint K/V latent cached per token and layer
+    layer_ranks: tuple[int, ...] | None = None  # one latent width per layer (overrides latent_rank)
+    rope_dims: int = 32  # decoupled only: dims of the shared RoPE key (even; highest frequencies kept)
+    svd: Literal["plain", "data"] = "data"  # plain SVD of the weights, or PCA of K/V outputs on calibration text
+    balance_kv: bool = True  # scale V to K's energy before the joint PCA/SVD, so the latent serves both
+    attn_path: Literal["naive", "absorb"] = "naive"  # decoupled only: expand K/V from the latent, or fold
+    # W_UK into the query and W_UV into the output and attend over the latent itself
+    # calibration (data-aware SVD and aligned merges)
+    calibration_tokens: int = 2048  # tokens of calibration prose, kept apart from the evaluation prose
+
+    def label(self) -> str:
+        """A short readable name, e.g. 'mla naive r=256 data' or 'gqa 3 mean'."""
+        if self.variant in ("original", "mha"):
+            return self.variant
+        if self.variant in ("gqa", "mqa"):
+            heads = 1 if self.variant == "mqa" else self.kv_heads
+            return f"{self.variant} kv={heads} {self.merge}"
+        rank = f"r={self.latent_rank}" if self.layer_ranks is None else f"r~{self.mean_rank():.0f}/layer"
+        rope = f" rope={self.rope_dims} {self.merge} {self.attn_path}" if self.form == "decoupled" else ""
+        balance = "" if self.balance_kv else " unbalanced"
+        return f"mla {self.form} {rank} {self.svd}{balance}{rope}"
+
+    def mean_rank(self) -> float:
+        ranks = self.layer_ranks or (self.latent_rank,)
+        return sum(ranks) / len(ranks)
+
+    def uses_calibration(self) -> bool:
+        if self.variant == "mla":
+            return self.svd == "data" or (self.form == "decoupled" and self.merge == "aligned")
+        return self.variant in ("gqa", "mqa") and self.merge == "aligned"
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    """The attention layout of a model, read from its config."""
+
+    num_layers: int  # decoder layers
+    heads: int  # query heads per layer
+    kv_heads: int  # KV heads per layer
+    head_dim: int  # dims per head
+    model_name: str = "the model"  # used in error messages
+
+    @property
+    def kv_values_per_layer(self) -> int:
+        return 2 * self.kv_heads * self.head_dim
+
+
+def attention_shape(config, model_name: str = "the model") -> AttentionShape:
+    """Heads, KV heads and head dim of a transformers config (Llama, Gemma, GPT-2 and BERT naming)."""
+    heads = getattr(config, "num_attention_heads", None) or config.n_head
+    hidden = getattr(config, "hidden_size", None) or config.n_embd
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    layers = getattr(config, "num_hidden_layers", None) or config.n_layer
+    return AttentionShape(layers, heads, kv_heads, head_dim, model_name)
+
+
+def target_kv_heads(spec: VariantSpec, shape: AttentionShape) -> int:
+    """KV heads after a mha/gqa/mqa conversion, checked: a sentence says what to choose when it cannot work."""
+    kv_heads = {"mha": shape.heads, "mqa": 1, "gqa": spec.kv_heads, "original": shape.kv_heads}[spec.variant]
+    choices = [n for n in range(1, shape.heads + 1) if shape.heads % n == 0]
+    reachable = [n for n in choices if shape.kv_heads % n == 0 or n % shape.kv_heads == 0]
+    if kv_heads is None or kv_heads not in reachable:
+        listed = ", ".join(str(n) for n in reachable[:-1]) + f" or {reachable[-1]}"
+        raise ValueError(
+            f"{shape.model_name} has {shape.heads} query heads and {shape.kv_heads} KV heads; "
+            f"choose {listed} KV heads."
+        )
+    return kv_heads
+
+
+def check_mla(spec: VariantSpec, shape: AttentionShape) -> list[int]:
+    """The latent width of every layer, after checking the MLA settings against the model's shape."""
+    ranks = list(spec.layer_ranks) if spec.layer_ranks is not None else [spec.latent_rank] * shape.num_layers
+    if len(ranks) != shape.num_layers:
+        raise ValueError(f"{shape.model_name} has {shape.num_layers} layers; give one latent rank per layer.")
+    rope_dims = spec.rope_dims if spec.form == "decoupled" else 0
+    if rope_dims % 2 or not 0 <= rope_dims <= shape.head_dim:
+        raise ValueError(
+            f"RoPE acts on pairs of dims: choose an even rope_dims between 0 and {shape.head_dim} "
+            f"(the head dim of {shape.model_name})."
+        )
+    full_rank = shape.kv_heads * (2 * shape.head_dim - rope_dims)
+    for rank in ranks:
+        if not 1 <= rank <= full_rank:
+            raise ValueError(
+                f"The K/V outputs of {shape.model_name} span at most {full_rank} dims per layer "
+                f"with rope_dims={rope_dims}; choose a latent rank between 1 and {full_rank}."
+            )
+    if spec.form == "naive" and spec.attn_path == "absorb":
+        raise ValueError(
+            "Naive MLA applies RoPE after the up-projection, so W_UK cannot be folded into the query; "
+            "choose form='decoupled' to use the absorbed path."
+        )
+    return ranks
+
+
+def cache_values_per_token(spec: VariantSpec, shape: AttentionShape) -> list[int]:
+    """The formula: KV-cache values per token for each layer (DeepSeek-V2 Table 1, per layer).
+
+    MHA/GQA/MQA cache 2 · kv_heads · head_dim; MLA caches its latent plus the shared RoPE key.
+    """
+    if spec.variant == "mla":
+        rope_dims = spec.rope_dims if spec.form == "decoupled" else 0
+        return [rank + rope_dims for rank in check_mla(spec, shape)]
+    kv_heads = target_kv_heads(spec, shape)
+    return [2 * kv_heads * shape.head_dim] * shape.num_layers
+
+
+def cache_bytes_per_token(spec: VariantSpec, shape: AttentionShape, bytes_per_value: int) -> list[int]:
+    """The formula in bytes: values per token per layer times the bytes of one value (4 for float32)."""
+    return [values * bytes_per_value for values in cache_values_per_token(spec, shape)]
