@@ -18,6 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     attention.add_argument("--json", action="store_true")
     attention.set_defaults(handler=_attention)
 
+    kv = commands.add_parser("kv", help="KV-cache size of a model and its attention variants")
+    kv.add_argument("--config", required=True, help="reference name (e.g. llama-2-7b), config.json path, or hub id")
+    kv.add_argument("--tokens", type=int, default=4096, help="context length per sequence")
+    kv.add_argument("--batch", type=int, default=1, help="sequences held at once")
+    kv.add_argument("--dtype", default="bf16", help="cache dtype: fp32, bf16, fp16, fp8 or int4")
+    kv.add_argument("--json", action="store_true")
+    kv.set_defaults(handler=_kv)
+
     args = parser.parse_args(argv)
     return args.handler(args)
 
@@ -39,6 +47,56 @@ def _attention(args) -> int:
     print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
     return 0
 
+
+
+def _kv(args) -> int:
+    import json
+    import sys
+
+    from explorer.kv import GPUS, attention_layout, estimate_parameters, kv_cache_size, longest_context, variant_layouts
+
+    try:
+        layout = attention_layout(args.config)
+        size = kv_cache_size(layout, args.tokens, args.batch, args.dtype)
+        weight_bytes = estimate_parameters(args.config).weight_bytes(args.dtype)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    variants = [kv_cache_size(each, args.tokens, args.batch, args.dtype) for each in variant_layouts(layout)]
+    report = {
+        "config": args.config,
+        "name": layout.name,
+        "variant": layout.label,
+        "tokens": args.tokens,
+        "batch": args.batch,
+        "dtype": args.dtype,
+        "bytes_per_token": size.bytes_per_token,
+        "kv_cache_bytes": size.kv_cache_bytes,
+        "explanation": size.explanation,
+        "weight_bytes_estimate": weight_bytes,
+        "longest_context": {gpu.name: longest_context(layout, gpu.memory_bytes, weight_bytes, args.batch, args.dtype)
+                            for gpu in GPUS},
+        "variants": [
+            {"variant": each.layout.label, "bytes_per_token": each.bytes_per_token, "kv_cache_bytes": each.kv_cache_bytes}
+            for each in variants
+        ],
+        "fields_used": layout.fields_used,
+        "notes": list(layout.notes),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{layout.name}: {layout.label}, {args.tokens:,} tokens x {args.batch} in {args.dtype}")
+    print(f"  {size.explanation}")
+    print(f"  cache: {size.kv_cache_bytes / 2**30:,.3f} GiB; weights (estimate): {weight_bytes / 2**30:,.1f} GiB")
+    for each in variants:
+        print(f"  {each.layout.label:<24} {each.bytes_per_token / 1024:>10,.2f} KiB/token {each.kv_cache_bytes / 2**30:>10,.3f} GiB")
+    for gpu_name, tokens in report["longest_context"].items():
+        verdict = {None: "no limit (every layer's cache stops at its window)", 0: "the weights do not fit"}
+        print(f"  longest context on {gpu_name}: {verdict.get(tokens, f'{tokens:,} tokens')}")
+    for note in layout.notes:
+        print(f"  note: {note}")
+    return 0
 
 if __name__ == "__main__":
     raise SystemExit(main())

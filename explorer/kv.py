@@ -165,13 +165,16 @@ def _with_transformers_defaults(given: dict) -> tuple[dict, str | None]:
     model_type = given.get("model_type")
     if not model_type:
         return given, "The config has no model_type, so only the fields written in it are used."
-    from transformers import AutoConfig
+    from transformers import CONFIG_MAPPING
 
+    if model_type not in CONFIG_MAPPING:
+        return given, f"transformers does not know model_type {model_type}: only the fields written in it are used."
     fields = {key: value for key, value in given.items() if not key.startswith("_") and key != "model_type"}
     try:
-        return AutoConfig.for_model(model_type, **fields).to_dict(), None
-    except (ValueError, TypeError, KeyError) as error:
-        return given, f"transformers could not read this {model_type} config ({error}); only its fields are used."
+        return CONFIG_MAPPING[model_type](**fields).to_dict(), None
+    except Exception as error:  # transformers' config validators raise several error types
+        reason = str(error).strip().splitlines()[-1][:200]
+        return given, f"transformers rejects this {model_type} config ({reason}): only the fields written in it are used."
 
 
 def attention_layout(config, name: str | None = None) -> AttentionLayout:
@@ -385,7 +388,8 @@ def _check_dtype(dtype: str) -> int:
 
 
 def kv_cache_size(layout: AttentionLayout, tokens: int, batch: int = 1, dtype: str = "bf16") -> KVCacheSize:
-    """The cache of `batch` sequences of `tokens` tokens; sliding-window layers hold at most their window."""
+    """The cache of `batch` sequences of `tokens` tokens; sliding-window layers hold at most their window
+    (the window includes the token being decoded; between steps transformers keeps window - 1 of them)."""
     bits = _check_dtype(dtype)
     if tokens < 0 or batch < 1:
         raise ValueError("Choose 0 or more tokens and a batch of at least 1 sequence.")
@@ -400,7 +404,7 @@ def kv_cache_size(layout: AttentionLayout, tokens: int, batch: int = 1, dtype: s
     if layout.variant == "MLA":
         per_layer = f"({layout.latent_rank} latent + {layout.rope_head_dim} RoPE key)"
     else:
-        per_layer = f"2 (K and V) x {layout.kv_heads} KV heads x {layout.head_dim} dims"
+        per_layer = f"2 (K and V) x {layout.kv_heads} KV head{'s' if layout.kv_heads > 1 else ''} x {layout.head_dim} dims"
     windows = sorted({w for w in layout.layer_windows if w is not None})
     window_text = (
         f"; {sum(w is not None for w in layout.layer_windows)} sliding-window layers stop at "
@@ -720,7 +724,16 @@ def measure_kv_cache(loaded: LoadedModel, tokens: int = 64, batch: int = 1) -> M
     dtype = TORCH_DTYPE_NAMES.get(tensors[0].dtype, str(tensors[0].dtype)) if tensors else "fp32"
     measured = cache_bytes(tensors)
     formula = kv_cache_size(layout, tokens, batch, dtype).kv_cache_bytes
-    verdict = "equal to" if measured == formula else f"{measured / formula:.3f}x"
+    verdict = "equal to" if measured == formula else f"{measured / formula:.4f}x"
+    # transformers keeps window - 1 tokens of a full sliding layer between steps; the next token completes it
+    full_windows = sum(window is not None and tokens >= window for window in layout.layer_windows)
+    one_token_per_full_window = batch * full_windows * layout.values_per_token_per_layer * DTYPE_BITS[dtype] // 8
+    why = (
+        f" transformers keeps window - 1 tokens in each of the {full_windows} full sliding-window layers between "
+        "steps (the next token completes the window); the formula counts the whole window."
+        if full_windows and measured == formula - one_token_per_full_window
+        else ""
+    )
     return MeasuredCache(
         model_name=layout.name,
         tokens=tokens,
@@ -733,7 +746,8 @@ def measure_kv_cache(loaded: LoadedModel, tokens: int = 64, batch: int = 1) -> M
         cuda_peak_bytes=cuda_peak,
         cuda_retained_bytes=cuda_retained,
         explanation=(
-            f"{len(tensors)} cache tensors hold {measured:,} bytes after {tokens} tokens x {batch} sequences, "
-            f"{verdict} the formula's {formula:,} bytes."
+            f"{len(tensors)} cache tensors hold {measured:,} bytes after {tokens} tokens x {batch} "
+            f"sequence{'s' if batch > 1 else ''}, "
+            f"{verdict} the formula's {formula:,} bytes.{why}"
         ),
     )
