@@ -1,0 +1,14 @@
+"""Attention Explorer: type a sentence, run it through small real language models, watch attention work."""
+
+import streamlit as st
+
+st.set_page_config(page_title="Attention Explorer", page_icon="🔍", layout="wide")
+
+pages = st.navigation(
+    [
+        st.Page("pages/attention.py", title="Attention", icon="🔍", default=True),
+        st.Page("pages/self_vs_causal.py", title="Self vs causal", icon="↔️"),
+    ]
+)
+st.sidebar.title("Attention Explorer")
+pages.run()

@@ -1,0 +1,78 @@
+"""The app in a real browser: Debian's chromium driven by Playwright, screenshots saved for people to look at."""
+
+import urllib.parse
+
+import pytest
+
+from tests.browser import ARTIFACTS, launch, streamlit_server, wait_idle
+
+pytestmark = pytest.mark.browser
+sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+
+
+@pytest.fixture(scope="module")
+def server():
+    with streamlit_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()
+
+
+def open_page(browser, url, height=2400):
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.goto(url)
+    wait_idle(page)
+    return page
+
+
+def axis_labels(page, chart_index: int) -> list[str]:
+    chart = page.locator('[data-testid="stPlotlyChart"]').nth(chart_index)
+    return chart.locator("g.xtick text").evaluate_all("nodes => nodes.map(n => n.textContent)")
+
+
+def test_typing_a_sentence_draws_its_heatmaps(server, browser):
+    page = open_page(browser, server)
+    page.wait_for_selector('[data-testid="stPlotlyChart"] g.heatmaplayer image', timeout=120_000)
+
+    box = page.get_by_role("textbox", name="Text")
+    box.fill("Paris is the capital of France")
+    box.press("Control+Enter")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"] g.xtick text')]"
+        ".some(t => t.textContent === 'France')",
+        timeout=60_000,
+    )
+    wait_idle(page)
+    heatmaps = page.locator('[data-testid="stPlotlyChart"] g.heatmaplayer image')
+    assert heatmaps.count() >= 4  # the head grid, one head, its mask, the overview
+    assert axis_labels(page, 1) == ["Paris", "is", "the", "capital", "of", "France"]
+    assert "text=Paris+is+the+capital+of+France" in page.url or "Paris%20is" in page.url
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "attention.png", full_page=True)
+    page.close()
+
+
+def test_a_shared_link_restores_the_view(server, browser):
+    query = urllib.parse.urlencode({"text": "the cat saw the dog", "model": "minilm", "layer": "3", "head": "7"})
+    page = open_page(browser, f"{server}/?{query}", height=1600)
+    page.wait_for_selector('[data-testid="stPlotlyChart"] g.heatmaplayer image', timeout=120_000)
+    assert page.get_by_text("Layer 3, head 7").count() >= 1
+    # Repeated tokens ("the" twice) keep their own columns.
+    assert axis_labels(page, 1) == ["[CLS]", "the", "cat", "saw", "the", "dog", "[SEP]"]
+    page.close()
+
+
+def test_self_vs_causal_page(server, browser):
+    page = open_page(browser, f"{server}/self_vs_causal", height=1800)
+    page.wait_for_selector('[data-testid="stPlotlyChart"] g.heatmaplayer image', timeout=120_000)
+    wait_idle(page)
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 4
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "self_vs_causal.png", full_page=True)
+    page.close()
