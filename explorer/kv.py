@@ -572,6 +572,14 @@ def gpu_named(name: str) -> GPU:
     raise ValueError(f"Unknown GPU '{name}': choose one of {', '.join(gpu.name for gpu in GPUS)}.")
 
 
+def gpu_memory_lines(gpus: Sequence[GPU] = GPUS) -> dict[str, int]:
+    """One line per memory size, named by the GPUs that have it: {"80 GB: A100 80GB SXM, H100 SXM": bytes}."""
+    names_by_size: dict[float, list[str]] = {}
+    for gpu in gpus:
+        names_by_size.setdefault(gpu.memory_gb, []).append(gpu.name)
+    return {f"{size:g} GB: {', '.join(names)}": int(size * 2**30) for size, names in sorted(names_by_size.items())}
+
+
 def longest_context(
     layout: AttentionLayout, memory_bytes: float, weight_bytes: float, batch: int = 1, dtype: str = "bf16"
 ) -> int | None:
@@ -645,6 +653,53 @@ def roofline_curve(
     """Decode tokens/s bound at each context length; NaN where weights and cache do not fit (for charts)."""
     points = [decode_roofline(layout, gpu, tokens, weight_bytes, batch, dtype) for tokens in context_lengths]
     return [point.tokens_per_second if point.fits else math.nan for point in points]
+
+
+def context_grid(max_tokens: int = 2**20, points: int = 81, include: Sequence[int] = ()) -> list[int]:
+    """Increasing context lengths from 1 to `max_tokens`, evenly spaced on a log axis, plus `include`
+    (e.g. the sliding windows, where a curve bends)."""
+    if max_tokens < 1 or points < 2:
+        raise ValueError("Choose a longest context of at least 1 token and at least 2 points.")
+    spaced = {round(max_tokens ** (i / (points - 1))) for i in range(points)}
+    return sorted(spaced | {t for t in include if 1 <= t <= max_tokens})
+
+
+def variant_cache_curves(
+    layouts: Sequence[AttentionLayout], context_lengths: Sequence[int], batch: int = 1, dtype: str = "bf16"
+) -> dict[str, list[int]]:
+    """Cache bytes at each context length, by variant label (for explorer.charts.kv.cache_size_figure)."""
+    return {layout.label: cache_curve(layout, context_lengths, batch, dtype) for layout in layouts}
+
+
+def variant_longest_fits(
+    layouts: Sequence[AttentionLayout],
+    memory_lines: dict[str, int],
+    weight_bytes: float,
+    batch: int = 1,
+    dtype: str = "bf16",
+) -> list[tuple[str, str, int]]:
+    """(variant label, memory label, longest context) where memory sets a limit (for the chart's markers)."""
+    fits = []
+    for layout in layouts:
+        for memory_label, memory_bytes in memory_lines.items():
+            tokens = longest_context(layout, memory_bytes, weight_bytes, batch, dtype)
+            if tokens is not None:
+                fits.append((layout.label, memory_label, tokens))
+    return fits
+
+
+def variant_roofline_curves(
+    layouts: Sequence[AttentionLayout],
+    gpu: GPU,
+    context_lengths: Sequence[int],
+    weight_bytes: float,
+    batch: int = 1,
+    dtype: str = "bf16",
+) -> dict[str, list[float]]:
+    """Decode tokens/s bound at each context length, by variant label (for explorer.charts.kv.roofline_figure)."""
+    return {
+        layout.label: roofline_curve(layout, gpu, context_lengths, weight_bytes, batch, dtype) for layout in layouts
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""KV-cache charts: built from the real numbers of explorer.kv, checked trace by trace; bad input is a sentence."""
+
+import math
+
+import pytest
+
+from explorer.charts.kv import GIB, cache_size_figure, roofline_figure
+from explorer.kv import (
+    attention_layout,
+    context_grid,
+    estimate_parameters,
+    gpu_memory_lines,
+    gpu_named,
+    variant_cache_curves,
+    variant_layouts,
+    variant_longest_fits,
+    variant_roofline_curves,
+)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    layouts = variant_layouts(attention_layout("llama-3-8b"))
+    return layouts, estimate_parameters("llama-3-8b").weight_bytes("bf16")
+
+
+def test_context_grid_runs_from_one_token_to_a_million_and_keeps_windows():
+    grid = context_grid(2**20, points=81, include=[4096, 3000])
+    assert grid[0] == 1 and grid[-1] == 2**20 and 4096 in grid and 3000 in grid
+    assert all(later > earlier for earlier, later in zip(grid, grid[1:]))
+
+
+def test_memory_lines_merge_gpus_of_one_size():
+    lines = gpu_memory_lines()
+    assert list(lines) == ["24 GB: RTX 4090", "48 GB: L40S", "80 GB: A100 80GB SXM, H100 SXM", "141 GB: H200"]
+    assert lines["80 GB: A100 80GB SXM, H100 SXM"] == 80 * GIB
+
+
+def test_cache_size_figure(llama):
+    layouts, weights = llama
+    contexts = context_grid(2**20)
+    lines = gpu_memory_lines()
+    fits = variant_longest_fits(layouts, lines, weights)
+    figure = cache_size_figure(contexts, variant_cache_curves(layouts, contexts), weights, lines, fits, log_x=True)
+    curves = [trace for trace in figure.data if trace.mode == "lines"]
+    assert [trace.name for trace in curves] == ["MHA (32 KV heads)", "GQA (8 KV heads)", "MLA (512 + 64)", "MQA (1 KV head)"]
+    gqa = curves[1]
+    assert gqa.y[0] == pytest.approx((weights + 128 * 1024) / GIB)  # one token: weights + 128 KiB
+    assert figure.layout.xaxis.type == "log"
+    horizontal = sorted(shape.y0 for shape in figure.layout.shapes)
+    assert horizontal == pytest.approx(sorted([weights / GIB, 24, 48, 80, 141]))
+    texts = [annotation.text for annotation in figure.layout.annotations]
+    assert "141 GB: H200" in texts and any(text.startswith("weights 15.0 GiB") for text in texts)
+    markers = [trace for trace in figure.data if trace.mode == "markers+text"]
+    drawn = {(series, memory): tokens for series, memory, tokens in fits if tokens <= contexts[-1]}
+    assert len(markers) == len(drawn)
+    marker = next(m for m in markers if m.name == "GQA (8 KV heads) fits 80 GB: A100 80GB SXM, H100 SXM")
+    assert marker.x[0] == drawn[("GQA (8 KV heads)", "80 GB: A100 80GB SXM, H100 SXM")] and marker.y[0] == 80
+
+
+def test_roofline_figure_stops_where_memory_runs_out(llama):
+    layouts, weights = llama
+    contexts = context_grid(2**20)
+    curves = variant_roofline_curves(layouts, gpu_named("H100 SXM"), contexts, weights, batch=8)
+    figure = roofline_figure(contexts, curves, "H100 SXM")
+    mha = next(trace for trace in figure.data if trace.name == "MHA (32 KV heads)")
+    assert mha.y[0] == pytest.approx(8 * 3350e9 / (weights + 8 * 512 * 1024))
+    assert mha.y[-1] is None  # 8 x 1M tokens of MHA cache do not fit in 80 GB
+    assert figure.layout.yaxis.type == "log" and "H100 SXM" in figure.layout.title.text
+
+
+def test_chart_inputs_are_checked_with_sentences():
+    with pytest.raises(ValueError, match="at least one context length"):
+        cache_size_figure([], {"a": []})
+    with pytest.raises(ValueError, match="increase from left to right"):
+        cache_size_figure([1, 1], {"a": [0, 0]})
+    with pytest.raises(ValueError, match="log axis cannot show a context of 0"):
+        cache_size_figure([0, 10], {"a": [0, 1]})
+    with pytest.raises(ValueError, match="'a' has 1 cache-bytes values for 2 context lengths"):
+        cache_size_figure([1, 2], {"a": [1]})
+    with pytest.raises(ValueError, match="finite numbers of 0 or more"):
+        cache_size_figure([1, 2], {"a": [1, math.nan]})
+    with pytest.raises(ValueError, match="names a series or memory line not drawn"):
+        cache_size_figure([1, 2], {"a": [1, 2]}, memory_lines={"24 GB": 24 * GIB}, longest_fits=[("b", "24 GB", 1)])
+    with pytest.raises(ValueError, match="Name the GPU"):
+        roofline_figure([1, 2], {"a": [1.0, math.nan]}, " ")
+    assert roofline_figure([0, 2], {"a": [1.0, math.nan]}, "H200", log_x=False).data[0].y == (1.0, None)
