@@ -3,7 +3,7 @@
 import streamlit as st
 
 from explorer import ui
-from explorer.charts.attention import head_heatmap, mask_heatmap
+from explorer.charts.attention import head_heatmap, mask_heatmap, query_bars
 from explorer.stats import future_attention_share
 
 ui.text_box()
@@ -16,18 +16,30 @@ st.markdown(
     "tokens: the upper triangle is masked to exactly zero."
 )
 
-columns = st.columns(2)
-for column, model_key in zip(columns, ["minilm", "smollm2"]):
+runs = {key: ui.get_run(key, state.text) for key in ["minilm", "smollm2"]}
+if any(run is None for run in runs.values()):
+    st.stop()
+words = list(dict.fromkeys(t for t in runs["smollm2"].tokens if t in runs["minilm"].tokens))
+if words:
+    query_word = st.selectbox(
+        "Follow one token: where does it look in each model (mean over the layer's heads)?",
+        words,
+        index=words.index("it") if "it" in words else len(words) - 1,
+    )
+
+for column, (model_key, run) in zip(st.columns(2), runs.items()):
     with column:
-        run = ui.get_run(model_key, state.text)
-        if run is None:
-            continue
         model = ui.get_model(model_key)
         st.subheader(model.entry.label)
         layer = st.slider("Layer", 0, run.num_layers - 1, run.num_layers - 1, key=f"{model_key}-layer")
         head = st.selectbox("Head", range(run.num_heads), key=f"{model_key}-head", format_func=lambda h: f"H{h}")
         share = future_attention_share(run.attentions[layer])
         st.metric("Attention on later tokens (this layer, mean over heads)", f"{share:.1%}")
+        if words:
+            query = run.tokens.index(query_word)
+            row = run.attentions[layer, :, query].mean(axis=0)  # (T,) mean over heads
+            ui.chart(query_bars(row, run.tokens, query, f"Where '{query_word}' looks, layer {layer}"),
+                     key=f"{model_key}-query")
         ui.chart(head_heatmap(run.attentions[layer, head], run.tokens, f"Layer {layer}, head {head}"),
                  key=f"{model_key}-weights")
         ui.chart(mask_heatmap(run.masks[layer], run.tokens, "Mask"), key=f"{model_key}-mask")

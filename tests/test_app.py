@@ -64,4 +64,6 @@ def test_self_vs_causal_page(app):
     assert not app.exception
     shares = [m.value for m in app.metric]
     assert shares[1] == "0.0%" and float(shares[0].rstrip("%")) > 1.0  # decoder sees no future; encoder does
-    assert len(app.get("plotly_chart")) == 4
+    assert len(app.get("plotly_chart")) == 6
+    bars = figures(app)["Where 'it' looks, layer 5"]
+    assert bars["layout"]["xaxis"]["ticktext"][0] == "[CLS]"

@@ -72,7 +72,7 @@ def test_self_vs_causal_page(server, browser):
     page = open_page(browser, f"{server}/self_vs_causal", height=1800)
     page.wait_for_selector('[data-testid="stPlotlyChart"] g.heatmaplayer image', timeout=120_000)
     wait_idle(page)
-    assert page.locator('[data-testid="stPlotlyChart"]').count() == 4
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 6
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "self_vs_causal.png", full_page=True)
     page.close()

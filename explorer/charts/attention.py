@@ -119,7 +119,7 @@ def head_grid(
     padded[:num_heads] = weights
     canvas = mosaic(padded.reshape(rows, columns, num_tokens, num_tokens))
     stride = num_tokens + CELL_GAP
-    figure = _mosaic_figure(canvas, title, 110 + 190 * rows)
+    figure = _mosaic_figure(canvas, title, 100 + 165 * rows)
     head_of = lambda r, c: r * columns + c  # noqa: E731
     figure.data[0].customdata = _mosaic_hover(canvas.shape, stride, tokens, lambda r, c: f"head {head_of(r, c)}")
     figure.update_xaxes(showticklabels=False)
@@ -182,3 +182,22 @@ def _mosaic_hover(shape, stride: int, tokens: list[str], tile_name) -> np.ndarra
         for c in range(0, shape[1], stride):
             hover[r : r + n, c : c + n] = tile_name(r // stride, c // stride) + "<br>" + pair
     return hover
+
+
+def query_bars(weights: np.ndarray, tokens: list[str], query: int, title: str) -> go.Figure:
+    """Where one query token looks: its row of weights (T,) as bars over the key tokens, in order."""
+    if weights.shape != (len(tokens),):
+        raise ValueError(f"Expected one weight per token ({len(tokens)}); got shape {weights.shape}.")
+    colours = ["#1d4ed8" if k != query else "#9ca3af" for k in range(len(tokens))]
+    figure = go.Figure(
+        go.Bar(
+            x=np.arange(len(tokens)),
+            y=weights,
+            marker_color=colours,
+            customdata=[f"#{k} {t}" for k, t in enumerate(tokens)],
+            hovertemplate="key %{customdata}<br>weight %{y:.3f}<extra></extra>",
+        )
+    )
+    figure.update_layout(title=title, height=280, margin=dict(l=10, r=10, t=40, b=10), yaxis_title="weight")
+    figure.update_xaxes(tickangle=-45, **_token_axis(tokens))
+    return figure
