@@ -89,6 +89,9 @@ def load_config(source) -> dict:
     references = reference_models()
     if text in references:
         return references[text]
+    for reference in references.values():  # a hub id we ship a reference copy of: no network needed
+        if reference["_source"].split(" ")[0].lower() == text.lower():
+            return reference
     path = Path(text).expanduser()
     if path.is_dir():
         path = path / "config.json"
@@ -107,17 +110,33 @@ def _config_from_hub(model_id: str, reference_names: list[str]) -> dict:
     )
     if "/" not in model_id:
         raise ValueError(f"'{model_id}' is neither a reference model, a file nor a hub id. {offline_hint}")
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
         raise ValueError(f"Cannot fetch the config of '{model_id}': this machine is offline. {offline_hint}")
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(model_id, trust_remote_code=False).to_dict()
     except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0][:200]
         raise ValueError(
-            f"Could not fetch the config of '{model_id}' ({error}). Check the id and the connection; "
-            f"configs that need remote code are not read. {offline_hint}"
+            f"Could not fetch the config of '{model_id}' ({reason}). Check the id; configs that need remote "
+            f"code are not read. {offline_hint}"
         ) from error
+
+
+def _hub_reachable(timeout_seconds: float = 3.0) -> bool:
+    """Can this machine open a connection to the hub? (Saves the hub client's half-minute of retries.)"""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_seconds).close()
+        return True
+    except OSError:
+        return False
 
 
 @dataclass
@@ -177,6 +196,20 @@ def _with_transformers_defaults(given: dict) -> tuple[dict, str | None]:
         return given, f"transformers rejects this {model_type} config ({reason}): only the fields written in it are used."
 
 
+def _fields_of(top: dict) -> _Fields:
+    """The fields that describe the language model: the nested text_config of a multimodal config, else all."""
+    resolved_top, why_no_defaults = _with_transformers_defaults(top)
+    given, resolved, prefix = top, resolved_top, ""
+    if isinstance(top.get("text_config"), dict):
+        given, resolved, prefix = top["text_config"], resolved_top.get("text_config", {}), "text_config."
+    fields = _Fields(given, resolved, prefix, model_type=resolved.get("model_type") or top.get("model_type"))
+    if why_no_defaults:
+        fields.notes.append(why_no_defaults)
+    if prefix:
+        fields.notes.append("The numbers come from the nested text_config (a multimodal config).")
+    return fields
+
+
 def attention_layout(config, name: str | None = None) -> AttentionLayout:
     """Read layers, heads, KV heads, head size, MLA ranks and sliding windows from a config.
 
@@ -193,16 +226,7 @@ def attention_layout(config, name: str | None = None) -> AttentionLayout:
             f"{name} is an encoder-decoder model; this calculator covers decoder-only models "
             "(and encoders, which keep no cache)."
         )
-    resolved_top, why_no_defaults = _with_transformers_defaults(top)
-    given, resolved, prefix = top, resolved_top, ""
-    if isinstance(top.get("text_config"), dict):
-        given, resolved, prefix = top["text_config"], resolved_top.get("text_config", {}), "text_config."
-    fields = _Fields(given, resolved, prefix, model_type=resolved.get("model_type") or top.get("model_type"))
-    if why_no_defaults:
-        fields.notes.append(why_no_defaults)
-    if prefix:
-        fields.notes.append("The numbers come from the nested text_config (a multimodal config).")
-
+    fields = _fields_of(top)
     num_layers = int(fields.get("num_hidden_layers", "n_layer", "num_layers"))
     query_heads = int(fields.get("num_attention_heads", "n_head", "num_heads"))
     hidden_size = int(fields.get("hidden_size", "n_embd", "d_model"))
@@ -449,82 +473,99 @@ class ParameterEstimate:
 
 
 def estimate_parameters(config) -> ParameterEstimate:
-    """Count parameters from a config: exact for Llama-like, GPT-2 and BERT layouts without extras,
-    within a few percent for others (small norms and biases some models add are left out)."""
+    """Count parameters from a config: exact for Llama-like, GPT-2 and BERT layouts, within about 1% for
+    others (a few small norms and biases some models add are left out). MoE layers count every expert in
+    `total` and the shared plus `num_experts_per_tok` routed experts in `active_per_token`. A multimodal
+    config counts its language model only (no vision tower)."""
     top = load_config(config)
-    resolved_top, _ = _with_transformers_defaults(top)
-    given, resolved = top, resolved_top
-    if isinstance(top.get("text_config"), dict):
-        given, resolved = top["text_config"], resolved_top.get("text_config", {})
-    fields = _Fields(given, resolved, "", model_type=resolved.get("model_type") or top.get("model_type"))
     layout = attention_layout(top)
-    model_type = fields.model_type or ""
+    fields = _fields_of(top)
+    style = _block_style(fields.model_type, layout.is_decoder)
     hidden = int(fields.get("hidden_size", "n_embd", "d_model"))
     vocab = int(fields.get("vocab_size"))
-    layers, heads, head_dim = layout.num_layers, layout.query_heads, layout.head_dim
-    encoder_like = not layout.is_decoder or model_type in ("gpt2", "falcon")  # LayerNorm with bias, 2-matrix MLP
-    with_bias = not layout.is_decoder or model_type == "gpt2"
 
+    # embeddings and output head
     embeddings = vocab * hidden
-    if model_type == "gpt2" or not layout.is_decoder:  # learned absolute positions (and BERT's token types)
+    if style in ("gpt2", "bert"):  # learned absolute positions
         embeddings += int(fields.get("n_positions", "max_position_embeddings")) * hidden
-    if not layout.is_decoder:
-        embeddings += int(fields.get("type_vocab_size", default=0)) * hidden + 2 * hidden  # + embedding LayerNorm
-    tied = bool(fields.get("tie_word_embeddings", default=True))
-    head = 0 if (tied or not layout.is_decoder) else vocab * hidden
+    if style == "bert":  # token types and the embedding LayerNorm
+        embeddings += int(fields.get("type_vocab_size", default=0)) * hidden + 2 * hidden
+    tied = style == "bert" or bool(fields.get("tie_word_embeddings", default=True))
+    output_head = 0 if tied else vocab * hidden
+    pooler = hidden * hidden + hidden if style == "bert" else 0
 
+    # norms: RMSNorm has a weight, LayerNorm a weight and a bias
+    norm_size = hidden if style == "llama" else 2 * hidden
+    one_norm_falcon = style == "falcon" and not fields.get("new_decoder_architecture", default=False)
+    norms_per_layer = norm_size * (1 if one_norm_falcon else 2)
+    final_norm = 0 if style == "bert" else norm_size
+
+    attention = _attention_parameters(layout, fields, hidden, style)
+
+    # MLP: gated (gate, up, down) for Llama-like models, two matrices (with biases for GPT-2 and BERT) otherwise
+    if style == "llama":
+        inner = int(fields.get("intermediate_size"))
+        dense_mlp = 3 * hidden * inner
+    else:
+        inner = int(fields.get("intermediate_size", "n_inner", "ffn_hidden_size", default=0) or 4 * hidden)
+        dense_mlp = 2 * hidden * inner + (inner + hidden if style in ("gpt2", "bert") else 0)
+
+    # mixture of experts (DeepSeek, Mixtral): the first `first_k_dense_replace` layers keep a dense MLP
+    routed = fields.get("n_routed_experts", "num_local_experts", default=None)
+    if routed:
+        expert = 3 * hidden * int(fields.get("moe_intermediate_size", default=inner))
+        shared = int(fields.get("n_shared_experts", default=0) or 0)
+        per_token = int(fields.get("num_experts_per_tok"))
+        router = hidden * routed
+        moe_layers = layout.num_layers - int(fields.get("first_k_dense_replace", default=0))
+        moe_total, moe_active = (routed + shared) * expert + router, (per_token + shared) * expert + router
+    else:
+        moe_layers, moe_total, moe_active = 0, 0, 0
+    dense_layers = layout.num_layers - moe_layers
+
+    common = (
+        embeddings + output_head + pooler + final_norm
+        + layout.num_layers * (attention + norms_per_layer)
+        + dense_layers * dense_mlp
+    )
+    return ParameterEstimate(
+        total=common + moe_layers * moe_total,
+        active_per_token=common + moe_layers * moe_active,
+        fields_used={**layout.fields_used, **fields.fields_used},
+    )
+
+
+def _block_style(model_type: str | None, is_decoder: bool) -> Literal["llama", "gpt2", "falcon", "bert"]:
+    """Which layer recipe a model follows, for counting parameters."""
+    if not is_decoder:
+        return "bert"  # biases everywhere, LayerNorms, learned positions, a pooler
+    if model_type in ("gpt2", "falcon"):
+        return model_type
+    return "llama"  # RMSNorm, gated MLP, no biases (Mistral, Qwen2, Gemma, DeepSeek, ...)
+
+
+def _attention_parameters(layout: AttentionLayout, fields: _Fields, hidden: int, style: str) -> int:
+    """Parameters of one attention block: projections (MLA: down and up projections) and their biases."""
+    heads, head_dim = layout.query_heads, layout.head_dim
     if layout.variant == "MLA":
         q_rank = fields.get("q_lora_rank", default=None)
         v_head_dim = int(fields.get("v_head_dim"))
         q_size = heads * (head_dim + layout.rope_head_dim)
-        query = hidden * q_size if q_rank is None else hidden * q_rank + q_rank + q_rank * q_size
-        attention = (
+        query = hidden * q_size if q_rank is None else hidden * q_rank + q_rank + q_rank * q_size  # + q_norm
+        return (
             query
-            + hidden * (layout.latent_rank + layout.rope_head_dim)  # wkv_a: latent and shared RoPE key
+            + hidden * (layout.latent_rank + layout.rope_head_dim)  # wkv_a: the latent and the shared RoPE key
             + layout.latent_rank  # kv_norm
-            + layout.latent_rank * heads * (head_dim + v_head_dim)  # wkv_b: per-head K (no RoPE) and V
-            + heads * v_head_dim * hidden  # o_proj
+            + layout.latent_rank * heads * (head_dim + v_head_dim)  # wkv_b: per-head keys (no RoPE) and values
+            + heads * v_head_dim * hidden  # wo
         )
-    else:
-        q_out, kv_out = heads * head_dim, layout.kv_heads * head_dim
-        attention = hidden * q_out + 2 * hidden * kv_out + q_out * hidden
-        if with_bias or fields.get("attention_bias", default=False) or model_type == "qwen2":
-            attention += q_out + 2 * kv_out + (hidden if with_bias else 0)  # qwen2: q, k, v biases only
-
-    if encoder_like:
-        inner = int(fields.get("intermediate_size", "n_inner", "ffn_hidden_size", default=0) or 4 * hidden)
-        dense_mlp = 2 * hidden * inner + ((inner + hidden) if with_bias else 0)
-        norms = (1 if model_type == "falcon" and not fields.get("new_decoder_architecture", default=False) else 2)
-        norms_per_layer = norms * 2 * hidden  # LayerNorm: weight and bias
-    else:
-        inner = int(fields.get("intermediate_size"))
-        dense_mlp = 3 * hidden * inner  # gate, up, down
-        norms_per_layer = 2 * hidden  # RMSNorm weights before attention and MLP
-
-    routed = fields.get("n_routed_experts", "num_local_experts", default=None)
-    if routed:
-        expert_inner = int(fields.get("moe_intermediate_size", default=inner))
-        shared = int(fields.get("n_shared_experts", default=0) or 0)
-        per_token = int(fields.get("num_experts_per_tok"))
-        dense_layers = int(fields.get("first_k_dense_replace", default=0))
-        expert = 3 * hidden * expert_inner
-        router = hidden * routed
-        moe_total = (routed + shared) * expert + router
-        moe_active = (per_token + shared) * expert + router
-    else:
-        dense_layers, moe_total, moe_active = layers, 0, 0
-    moe_layers = layers - dense_layers
-    per_layer_common = attention + norms_per_layer
-    final_norm = hidden * (2 if encoder_like else 1)
-    pooler = 0 if layout.is_decoder else hidden * hidden + hidden
-    common = embeddings + head + final_norm * layout.is_decoder + pooler + layers * per_layer_common
-    total = common + dense_layers * dense_mlp + moe_layers * moe_total
-    active = common + dense_layers * dense_mlp + moe_layers * moe_active
-    return ParameterEstimate(
-        total=int(total),
-        active_per_token=int(active),
-        fields_used={**layout.fields_used, **fields.fields_used},
-    )
+    q_out, kv_out = heads * head_dim, layout.kv_heads * head_dim
+    weights = hidden * q_out + 2 * hidden * kv_out + q_out * hidden  # q, k, v, o
+    if style in ("gpt2", "bert") or fields.get("attention_bias", default=False):
+        return weights + q_out + 2 * kv_out + hidden  # biases on q, k, v and o
+    if fields.model_type == "qwen2":
+        return weights + q_out + 2 * kv_out  # Qwen2 has biases on q, k and v only
+    return weights
 
 
 def measured_weight_bytes(model: torch.nn.Module) -> int:

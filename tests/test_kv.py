@@ -322,3 +322,33 @@ def test_cache_bytes_accepts_plain_tensors():
 def test_nan_free_sizes_for_huge_contexts():
     size = kv_cache_size(attention_layout("llama-3-70b"), tokens=1_000_000, batch=64)
     assert math.isfinite(size.kv_cache_bytes) and size.kv_cache_bytes == 64 * 1_000_000 * 320 * KiB
+
+
+def test_a_hub_id_we_ship_is_read_without_the_network(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert attention_layout("meta-llama/Llama-2-7b-hf").label == "MHA (32 KV heads)"
+    assert attention_layout("deepseek-ai/DeepSeek-V3").num_layers == 61
+
+
+def test_mixed_sliding_layers_measured_on_a_real_transformers_model():
+    """A small Gemma-3 built from a config (random weights: the cache's size does not depend on them)."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from explorer.catalogue import entry_for
+    from explorer.loading import LoadedModel
+
+    config = Gemma3TextConfig(
+        vocab_size=100, hidden_size=64, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=16, sliding_window=8, layer_types=["sliding_attention"] * 5 + ["full_attention"],
+    )
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(config).eval()
+    loaded = LoadedModel(entry_for("tiny-gemma3"), model, None, "decoder", torch.device("cpu"), torch.float32, 0.0)
+    below = measure_kv_cache(loaded, tokens=6)
+    assert below.measured_bytes == below.formula_bytes == 6 * 6 * 2 * 16 * 4
+    above = measure_kv_cache(loaded, tokens=20, batch=3)
+    assert above.formula_bytes == 3 * (5 * 8 + 20) * 2 * 16 * 4
+    # transformers keeps window - 1 tokens of each full sliding layer between steps
+    assert above.measured_bytes == above.formula_bytes - 3 * 5 * 2 * 16 * 4
+    assert "window - 1 tokens" in above.explanation
