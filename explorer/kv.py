@@ -747,7 +747,10 @@ def variant_roofline_curves(
 # Measured: the bytes of a real cache
 # ---------------------------------------------------------------------------------------------------------
 
-TORCH_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+TORCH_DTYPE_NAMES = {
+    torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
+    torch.float8_e4m3fn: "fp8", torch.float8_e5m2: "fp8",
+}
 
 
 def cache_tensors(cache) -> list[torch.Tensor]:
@@ -789,16 +792,23 @@ class MeasuredCache:
 
 
 @torch.inference_mode()
-def measure_kv_cache(loaded: LoadedModel, tokens: int = 64, batch: int = 1) -> MeasuredCache:
-    """Run `batch` x `tokens` token ids through the model with use_cache=True and weigh the real cache."""
+def measure_kv_cache(
+    loaded: LoadedModel, tokens: int = 64, batch: int = 1, layout: AttentionLayout | None = None
+) -> MeasuredCache:
+    """Run `batch` x `tokens` token ids through the model with use_cache=True and weigh the real cache.
+
+    The formula uses `layout`, by default read from the model's config; pass `convert_layout(...)` when
+    `loaded.model` is a converted variant whose attention no longer matches its config.
+    """
     if tokens < 1 or batch < 1:
         raise ValueError("Measure at least 1 token in a batch of at least 1 sequence.")
-    layout = attention_layout(loaded.config, name=loaded.name.split(" (")[0])
+    layout = layout or attention_layout(loaded.config, name=loaded.name.split(" (")[0])
+    model_dtype = TORCH_DTYPE_NAMES.get(loaded.dtype, str(loaded.dtype))
     if not layout.is_decoder:
         return MeasuredCache(
-            layout.name, tokens, batch, False, TORCH_DTYPE_NAMES.get(loaded.dtype, str(loaded.dtype)), 0, 0, 0,
-            None, None,
-            f"{layout.name} is an encoder: it reads the whole text at once and keeps no KV cache, "
+            model_name=layout.name, tokens=tokens, batch=batch, has_cache=False, dtype=model_dtype,
+            tensor_count=0, measured_bytes=0, formula_bytes=0, cuda_peak_bytes=None, cuda_retained_bytes=None,
+            explanation=f"{layout.name} is an encoder: it reads the whole text at once and keeps no KV cache, "
             "so there is nothing to measure.",
         )
     vocab_size = loaded.config.get_text_config().vocab_size
@@ -817,7 +827,7 @@ def measure_kv_cache(loaded: LoadedModel, tokens: int = 64, batch: int = 1) -> M
         cuda_peak = torch.cuda.max_memory_allocated() - allocated_before
         cuda_retained = torch.cuda.memory_allocated() - allocated_before
     tensors = cache_tensors(cache)
-    dtype = TORCH_DTYPE_NAMES.get(tensors[0].dtype, str(tensors[0].dtype)) if tensors else "fp32"
+    dtype = TORCH_DTYPE_NAMES.get(tensors[0].dtype, str(tensors[0].dtype)) if tensors else model_dtype
     measured = cache_bytes(tensors)
     formula = kv_cache_size(layout, tokens, batch, dtype).kv_cache_bytes
     verdict = "equal to" if measured == formula else f"{measured / formula:.4f}x"
