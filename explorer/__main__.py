@@ -26,6 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     kv.add_argument("--json", action="store_true")
     kv.set_defaults(handler=_kv)
 
+    variants = commands.add_parser("variants", help="attention variants of a model: cache size and quality")
+    variants.add_argument("--model", default="smollm2")
+    variants.add_argument("--tokens", type=int, default=1024, help="evaluation tokens (in chunks of 256)")
+    variants.add_argument("--output", help="also write the JSON report to this file")
+    variants.add_argument("--json", action="store_true")
+    variants.set_defaults(handler=_variants)
+
     args = parser.parse_args(argv)
     return args.handler(args)
 
@@ -77,7 +84,7 @@ def _kv(args) -> int:
         "longest_context": {gpu.name: longest_context(layout, gpu.memory_bytes, weight_bytes, args.batch, args.dtype)
                             for gpu in GPUS},
         "variants": [
-            {"variant": each.layout.label, "bytes_per_token": each.bytes_per_token, "kv_cache_bytes": each.kv_cache_bytes}
+            {"variant": each.layout.legend, "bytes_per_token": each.bytes_per_token, "kv_cache_bytes": each.kv_cache_bytes}
             for each in variants
         ],
         "fields_used": layout.fields_used,
@@ -90,13 +97,37 @@ def _kv(args) -> int:
     print(f"  {size.explanation}")
     print(f"  cache: {size.kv_cache_bytes / 2**30:,.3f} GiB; weights (estimate): {weight_bytes / 2**30:,.1f} GiB")
     for each in variants:
-        print(f"  {each.layout.label:<24} {each.bytes_per_token / 1024:>10,.2f} KiB/token {each.kv_cache_bytes / 2**30:>10,.3f} GiB")
+        print(f"  {each.layout.legend:<34} {each.bytes_per_token / 1024:>10,.2f} KiB/token {each.kv_cache_bytes / 2**30:>10,.3f} GiB")
     for gpu_name, tokens in report["longest_context"].items():
         verdict = {None: "no limit (every layer's cache stops at its window)", 0: "the weights do not fit"}
         print(f"  longest context on {gpu_name}: {verdict.get(tokens, f'{tokens:,} tokens')}")
     for note in layout.notes:
         print(f"  note: {note}")
     return 0
+
+
+def _variants(args) -> int:
+    import json
+    from pathlib import Path
+
+    from explorer.loading import load_model
+    from explorer.variants.report import variant_report
+
+    report = variant_report(load_model(args.model), eval_tokens=args.tokens)
+    text = json.dumps(report, indent=2)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
+    if args.json:
+        print(text)
+        return 0
+    print(f"{'variant':<48} {'KV/token/layer':>14} {'ppl':>10} {'KL':>7} {'top-1':>6} {'convert s':>9}")
+    for row in report["variants"]:
+        values = row["kv_values_per_token_per_layer"]["measured"]
+        print(f"{row['label']:<48} {values:>14.0f} {row['perplexity']:>10.1f} {row['kl']:>7.3f} "
+              f"{row['top1_agreement']:>6.2f} {row['conversion_seconds']:>9.2f}")
+    return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
