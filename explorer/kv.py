@@ -55,6 +55,7 @@ class AttentionLayout:
     # provenance
     fields_used: dict[str, object] = field(default_factory=dict)  # config field -> value behind each number
     notes: tuple[str, ...] = ()  # how traps in the config were resolved, one sentence each
+    converted: bool = False  # a variant made by convert_layout, not the model as its config builds it
 
     @property
     def values_per_token_per_layer(self) -> int:
@@ -72,6 +73,11 @@ class AttentionLayout:
             return f"GQA ({self.kv_heads} KV heads)"
         return f"{self.variant} ({self.kv_heads} KV head{'s' if self.kv_heads > 1 else ''})"
 
+    @property
+    def legend(self) -> str:
+        """The label, marked when this is the model as built: "GQA (8 KV heads), as built"."""
+        return self.label if self.converted else f"{self.label}, as built"
+
 
 def reference_models() -> dict[str, dict]:
     """The reference configs shipped in assets/configs, by file stem ("llama-2-7b"), each with its "_source"."""
@@ -79,13 +85,18 @@ def reference_models() -> dict[str, dict]:
 
 
 def load_config(source) -> dict:
-    """A config as a plain dict, from a dict, a transformers config, a reference name, a config.json path or
-    a folder, or (online only) a hub id. Remote code never runs."""
+    """A config as a plain dict, from a dict, pasted JSON text, a transformers config, a reference name, a
+    config.json path or a folder, or (online only) a hub id. Remote code never runs."""
     if isinstance(source, dict):
         return source
     if hasattr(source, "to_dict"):  # a transformers config object
         return source.to_dict()
     text = str(source).strip()
+    if text.startswith("{"):  # pasted config.json
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"The pasted config is not valid JSON ({error}); paste the whole config.json.")
     references = reference_models()
     if text in references:
         return references[text]
@@ -146,9 +157,9 @@ class _Fields:
     given: dict  # the fields as written in the config
     resolved: dict  # the same config after transformers filled in its defaults (== given if unknown)
     prefix: str  # "text_config." when the numbers come from a nested text config
-    model_type: str | None
-    fields_used: dict[str, object] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    model_type: str | None  # names whose defaults apply, in notes
+    fields_used: dict[str, object] = field(default_factory=dict)  # filled as fields are read
+    notes: list[str] = field(default_factory=list)  # a sentence for each default that applied
 
     def get(self, *names: str, default=dataclasses.MISSING):
         for name in names:
@@ -339,7 +350,7 @@ def convert_layout(
     `latent_rank` and `rope_head_dim` (defaults: DeepSeek-V2's choice d_c = 4·d_h and d_h^R = d_h / 2)."""
     if not layout.is_decoder:
         raise ValueError(f"{layout.name} is an encoder: it keeps no KV cache, so there are no variants to compare.")
-    base = dict(latent_rank=None, rope_head_dim=None, fields_used=layout.fields_used, notes=())
+    base = dict(latent_rank=None, rope_head_dim=None, fields_used=layout.fields_used, notes=(), converted=True)
     if variant == "MHA":
         return dataclasses.replace(layout, variant="MHA", kv_heads=layout.query_heads, **base)
     if variant == "MQA":
@@ -359,7 +370,7 @@ def convert_layout(
             raise ValueError("Choose a latent rank of at least 1 and a RoPE key size of 0 or more.")
         return dataclasses.replace(
             layout, variant="MLA", kv_heads=layout.query_heads, latent_rank=latent_rank,
-            rope_head_dim=rope_head_dim, fields_used=layout.fields_used, notes=(),
+            rope_head_dim=rope_head_dim, fields_used=layout.fields_used, notes=(), converted=True,
         )
     raise ValueError(f"Unknown variant '{variant}': choose MHA, GQA, MQA or MLA.")
 
@@ -708,8 +719,8 @@ def context_grid(max_tokens: int = 2**20, points: int = 81, include: Sequence[in
 def variant_cache_curves(
     layouts: Sequence[AttentionLayout], context_lengths: Sequence[int], batch: int = 1, dtype: str = "bf16"
 ) -> dict[str, list[int]]:
-    """Cache bytes at each context length, by variant label (for explorer.charts.kv.cache_size_figure)."""
-    return {layout.label: cache_curve(layout, context_lengths, batch, dtype) for layout in layouts}
+    """Cache bytes at each context length, by variant legend (for explorer.charts.kv.cache_size_figure)."""
+    return {layout.legend: cache_curve(layout, context_lengths, batch, dtype) for layout in layouts}
 
 
 def variant_longest_fits(
@@ -719,13 +730,13 @@ def variant_longest_fits(
     batch: int = 1,
     dtype: str = "bf16",
 ) -> list[tuple[str, str, int]]:
-    """(variant label, memory label, longest context) where memory sets a limit (for the chart's markers)."""
+    """(variant legend, memory label, longest context) where memory sets a limit (for the chart's markers)."""
     fits = []
     for layout in layouts:
         for memory_label, memory_bytes in memory_lines.items():
             tokens = longest_context(layout, memory_bytes, weight_bytes, batch, dtype)
             if tokens is not None:
-                fits.append((layout.label, memory_label, tokens))
+                fits.append((layout.legend, memory_label, tokens))
     return fits
 
 
@@ -737,9 +748,9 @@ def variant_roofline_curves(
     batch: int = 1,
     dtype: str = "bf16",
 ) -> dict[str, list[float]]:
-    """Decode tokens/s bound at each context length, by variant label (for explorer.charts.kv.roofline_figure)."""
+    """Decode tokens/s bound at each context length, by variant legend (for explorer.charts.kv.roofline_figure)."""
     return {
-        layout.label: roofline_curve(layout, gpu, context_lengths, weight_bytes, batch, dtype) for layout in layouts
+        layout.legend: roofline_curve(layout, gpu, context_lengths, weight_bytes, batch, dtype) for layout in layouts
     }
 
 

@@ -352,3 +352,10 @@ def test_mixed_sliding_layers_measured_on_a_real_transformers_model():
     # transformers keeps window - 1 tokens of each full sliding layer between steps
     assert above.measured_bytes == above.formula_bytes - 3 * 5 * 2 * 16 * 4
     assert "window - 1 tokens" in above.explanation
+
+
+def test_pasted_json_text():
+    pasted = json.dumps(reference_models()["qwen2.5-7b"], indent=2)
+    assert attention_layout(pasted).kv_heads == 4
+    with pytest.raises(ValueError, match="pasted config is not valid JSON"):
+        load_config('{"model_type": "llama",')

@@ -43,7 +43,7 @@ def test_cache_size_figure(llama):
     fits = variant_longest_fits(layouts, lines, weights)
     figure = cache_size_figure(contexts, variant_cache_curves(layouts, contexts), weights, lines, fits, log_x=True)
     curves = [trace for trace in figure.data if trace.mode == "lines"]
-    assert [trace.name for trace in curves] == ["MHA (32 KV heads)", "GQA (8 KV heads)", "MLA (512 + 64)", "MQA (1 KV head)"]
+    assert [trace.name for trace in curves] == ["MHA (32 KV heads)", "GQA (8 KV heads), as built", "MLA (512 + 64)", "MQA (1 KV head)"]
     gqa = curves[1]
     assert gqa.y[0] == pytest.approx((weights + 128 * 1024) / GIB)  # one token: weights + 128 KiB
     assert figure.layout.xaxis.type == "log"
@@ -54,8 +54,9 @@ def test_cache_size_figure(llama):
     markers = [trace for trace in figure.data if trace.mode == "markers+text"]
     drawn = {(series, memory): tokens for series, memory, tokens in fits if tokens <= contexts[-1]}
     assert len(markers) == len(drawn)
-    marker = next(m for m in markers if m.name == "GQA (8 KV heads) fits 80 GB: A100 80GB SXM, H100 SXM")
-    assert marker.x[0] == drawn[("GQA (8 KV heads)", "80 GB: A100 80GB SXM, H100 SXM")] and marker.y[0] == 80
+    marker = next(m for m in markers if m.name == "GQA (8 KV heads), as built fits 80 GB: A100 80GB SXM, H100 SXM")
+    assert marker.x[0] == drawn[("GQA (8 KV heads), as built", "80 GB: A100 80GB SXM, H100 SXM")]
+    assert marker.y[0] == 80
 
 
 def test_roofline_figure_stops_where_memory_runs_out(llama):

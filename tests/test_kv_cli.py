@@ -17,6 +17,7 @@ def test_kv_json_matches_the_formula(capsys):
     assert report["fields_used"]["num_key_value_heads"] == 8
     variants = {each["variant"]: each["bytes_per_token"] for each in report["variants"]}
     assert variants["MHA (32 KV heads)"] == 512 * 1024 and variants["MQA (1 KV head)"] == 16 * 1024
+    assert variants["GQA (8 KV heads), as built"] == 128 * 1024
     assert report["longest_context"]["RTX 4090"] > 0
 
 
