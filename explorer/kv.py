@@ -204,7 +204,7 @@ def _with_transformers_defaults(given: dict) -> tuple[dict, str | None]:
         return CONFIG_MAPPING[model_type](**fields).to_dict(), None
     except Exception as error:  # transformers' config validators raise several error types
         reason = str(error).strip().splitlines()[-1][:200]
-        return given, f"transformers rejects this {model_type} config ({reason}): only the fields written in it are used."
+        return given, f"transformers rejects this {model_type} config ({reason}): only its written fields are used."
 
 
 def _fields_of(top: dict) -> _Fields:
@@ -439,7 +439,8 @@ def kv_cache_size(layout: AttentionLayout, tokens: int, batch: int = 1, dtype: s
     if layout.variant == "MLA":
         per_layer = f"({layout.latent_rank} latent + {layout.rope_head_dim} RoPE key)"
     else:
-        per_layer = f"2 (K and V) x {layout.kv_heads} KV head{'s' if layout.kv_heads > 1 else ''} x {layout.head_dim} dims"
+        heads = f"{layout.kv_heads} KV head{'s' if layout.kv_heads > 1 else ''}"
+        per_layer = f"2 (K and V) x {heads} x {layout.head_dim} dims"
     windows = sorted({w for w in layout.layer_windows if w is not None})
     window_text = (
         f"; {sum(w is not None for w in layout.layer_windows)} sliding-window layers stop at "
@@ -461,7 +462,9 @@ def kv_cache_size(layout: AttentionLayout, tokens: int, batch: int = 1, dtype: s
     )
 
 
-def cache_curve(layout: AttentionLayout, context_lengths: Sequence[int], batch: int = 1, dtype: str = "bf16") -> list[int]:
+def cache_curve(
+    layout: AttentionLayout, context_lengths: Sequence[int], batch: int = 1, dtype: str = "bf16"
+) -> list[int]:
     """Cache bytes at each context length (for charts)."""
     return [kv_cache_size(layout, tokens, batch, dtype).kv_cache_bytes for tokens in context_lengths]
 

@@ -62,7 +62,8 @@ def test_deepseek_v2_caches_576_values_per_layer():
 def test_total_is_batch_times_tokens_times_per_token_and_dtype_scales_it():
     layout = attention_layout("llama-3-8b")
     assert kv_cache_size(layout, tokens=8192, batch=4, dtype="bf16").kv_cache_bytes == 4 * 8192 * 128 * KiB
-    assert kv_cache_size(layout, 1000, 1, "fp32").kv_cache_bytes == 2 * kv_cache_size(layout, 1000, 1, "bf16").kv_cache_bytes
+    bf16 = kv_cache_size(layout, 1000, 1, "bf16").kv_cache_bytes
+    assert kv_cache_size(layout, 1000, 1, "fp32").kv_cache_bytes == 2 * bf16
     assert kv_cache_size(layout, 1000, 1, "fp8").kv_cache_bytes == 1000 * 64 * KiB
     assert kv_cache_size(layout, 1000, 1, "int4").kv_cache_bytes == 1000 * 32 * KiB
 
@@ -84,7 +85,8 @@ def test_falcon_multi_query_beats_num_kv_heads_71():
     assert falcon.num_kv_heads == 71 and falcon.multi_query
     assert attention_layout(falcon).kv_heads == 1
     # with the new decoder architecture (Falcon-40B) num_kv_heads counts
-    falcon_40b = {**as_written, "new_decoder_architecture": True, "num_kv_heads": 8, "num_attention_heads": 128, "hidden_size": 8192}
+    falcon_40b = {**as_written, "new_decoder_architecture": True, "num_kv_heads": 8, "num_attention_heads": 128,
+                  "hidden_size": 8192}
     assert attention_layout(falcon_40b).kv_heads == 8
 
 
@@ -206,7 +208,8 @@ def test_variants_of_llama_2_7b():
 def test_variants_keep_the_model_own_layout():
     layouts = variant_layouts(attention_layout("smollm2-135m"))
     assert [layout.kv_heads for layout in layouts if layout.variant != "MLA"] == [9, 3, 1]
-    assert convert_layout(attention_layout("deepseek-v2"), "MLA", latent_rank=256, rope_head_dim=32).values_per_token_per_layer == 288
+    smaller_latent = convert_layout(attention_layout("deepseek-v2"), "MLA", latent_rank=256, rope_head_dim=32)
+    assert smaller_latent.values_per_token_per_layer == 288
 
 
 # --- weights, what fits, roofline -----------------------------------------------------------------------------
@@ -266,13 +269,15 @@ layouts = st.sampled_from([name for name, c in reference_models().items() if c["
 @settings(max_examples=60, deadline=None)
 @given(layouts, st.integers(0, 2_000_000), st.integers(0, 100_000), st.sampled_from(sorted(DTYPE_BITS)))
 def test_cache_grows_with_tokens(layout, tokens, more, dtype):
-    assert kv_cache_size(layout, tokens + more, 1, dtype).kv_cache_bytes >= kv_cache_size(layout, tokens, 1, dtype).kv_cache_bytes
+    longer = kv_cache_size(layout, tokens + more, 1, dtype).kv_cache_bytes
+    assert longer >= kv_cache_size(layout, tokens, 1, dtype).kv_cache_bytes
 
 
 @settings(max_examples=60, deadline=None)
 @given(layouts, st.integers(0, 1_000_000), st.integers(1, 64))
 def test_cache_is_linear_in_batch(layout, tokens, batch):
-    assert kv_cache_size(layout, tokens, batch).kv_cache_bytes == batch * kv_cache_size(layout, tokens, 1).kv_cache_bytes
+    one = kv_cache_size(layout, tokens, 1).kv_cache_bytes
+    assert kv_cache_size(layout, tokens, batch).kv_cache_bytes == batch * one
 
 
 @settings(max_examples=60, deadline=None)
@@ -280,7 +285,10 @@ def test_cache_is_linear_in_batch(layout, tokens, batch):
 def test_mqa_le_gqa_le_mha(layout, tokens, data):
     divisors = [d for d in range(1, layout.query_heads + 1) if layout.query_heads % d == 0]
     kv_heads = data.draw(st.sampled_from(divisors))
-    size = {v: kv_cache_size(convert_layout(layout, v, kv_heads=kv_heads), tokens).kv_cache_bytes for v in ("MQA", "GQA", "MHA")}
+    size = {
+        variant: kv_cache_size(convert_layout(layout, variant, kv_heads=kv_heads), tokens).kv_cache_bytes
+        for variant in ("MQA", "GQA", "MHA")
+    }
     assert size["MQA"] <= size["GQA"] <= size["MHA"]
 
 
@@ -293,7 +301,8 @@ def test_smollm2_measured_cache_equals_the_formula(smollm2):
     assert measured.measured_bytes == measured.formula_bytes == 2 * 37 * 30 * 2 * 3 * 64 * 4
     assert "equal to the formula" in measured.explanation
     # the formula read from the loaded config equals the reference config's
-    assert attention_layout(smollm2.config).values_per_token_per_layer == attention_layout("smollm2-135m").values_per_token_per_layer
+    from_loaded, from_reference = attention_layout(smollm2.config), attention_layout("smollm2-135m")
+    assert from_loaded.values_per_token_per_layer == from_reference.values_per_token_per_layer == 384
 
 
 def test_smollm2_parameters_from_config_equal_the_loaded_model(smollm2):
@@ -340,7 +349,8 @@ def test_mixed_sliding_layers_measured_on_a_real_transformers_model():
 
     config = Gemma3TextConfig(
         vocab_size=100, hidden_size=64, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
-        num_key_value_heads=1, head_dim=16, sliding_window=8, layer_types=["sliding_attention"] * 5 + ["full_attention"],
+        num_key_value_heads=1, head_dim=16, sliding_window=8,
+        layer_types=["sliding_attention"] * 5 + ["full_attention"],
     )
     torch.manual_seed(0)
     model = Gemma3ForCausalLM(config).eval()

@@ -43,7 +43,9 @@ def test_cache_size_figure(llama):
     fits = variant_longest_fits(layouts, lines, weights)
     figure = cache_size_figure(contexts, variant_cache_curves(layouts, contexts), weights, lines, fits, log_x=True)
     curves = [trace for trace in figure.data if trace.mode == "lines"]
-    assert [trace.name for trace in curves] == ["MHA (32 KV heads)", "GQA (8 KV heads), as built", "MLA (512 + 64)", "MQA (1 KV head)"]
+    assert [trace.name for trace in curves] == [
+        "MHA (32 KV heads)", "GQA (8 KV heads), as built", "MLA (512 + 64)", "MQA (1 KV head)"
+    ]
     gqa = curves[1]
     assert gqa.y[0] == pytest.approx((weights + 128 * 1024) / GIB)  # one token: weights + 128 KiB
     assert figure.layout.xaxis.type == "log"
