@@ -95,12 +95,12 @@ def _kv(args) -> int:
         return 0
     print(f"{layout.name}: {layout.label}, {args.tokens:,} tokens x {args.batch} in {args.dtype}")
     print(f"  {size.explanation}")
-    print(f"  cache: {size.kv_cache_bytes / 2**30:,.3f} GiB; weights (estimate): {weight_bytes / 2**30:,.1f} GiB")
+    print(f"  cache: {size.kv_cache_bytes / 2**30:,.3f} GiB; weights (estimate): {weight_bytes / 2**30:,.2f} GiB")
     for each in variants:
         print(f"  {each.layout.legend:<34} {each.bytes_per_token / 1024:>10,.2f} KiB/token {each.kv_cache_bytes / 2**30:>10,.3f} GiB")
     for gpu_name, tokens in report["longest_context"].items():
-        verdict = {None: "no limit (every layer's cache stops at its window)", 0: "the weights do not fit"}
-        print(f"  longest context on {gpu_name}: {verdict.get(tokens, f'{tokens:,} tokens')}")
+        verdict = {None: "memory sets no limit (the cache stops growing)", 0: "the weights do not fit"}
+        print(f"  longest context on {gpu_name}: {verdict[tokens] if tokens in verdict else f'{tokens:,} tokens'}")
     for note in layout.notes:
         print(f"  note: {note}")
     return 0

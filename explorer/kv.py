@@ -230,7 +230,7 @@ def attention_layout(config, name: str | None = None) -> AttentionLayout:
     `text_config` (Gemma-3 multimodal), and GPT-2 / Falcon field names (n_head, n_layer, n_embd).
     """
     top = load_config(config)
-    name = name or top.get("_source", "").split(" ")[0] or top.get("_name_or_path") or str(top.get("model_type"))
+    name = name or _display_name(config, top)
     kind = model_kind(SimpleNamespace(**{"model_type": None, **top}))
     if kind == "encoder-decoder":
         raise ValueError(
@@ -273,6 +273,15 @@ def attention_layout(config, name: str | None = None) -> AttentionLayout:
         fields_used=fields.fields_used,
         notes=tuple(fields.notes),
     )
+
+
+def _display_name(source, top: dict) -> str:
+    """What to call the model: the hub id of a reference, the id or path asked for, else the config's name."""
+    if top.get("_source"):
+        return top["_source"].split(" ")[0]
+    if isinstance(source, (str, Path)) and not str(source).lstrip().startswith("{"):
+        return str(source)
+    return top.get("_name_or_path") or top.get("model_type") or "the model"
 
 
 def _kv_heads(fields: _Fields, query_heads: int) -> int:

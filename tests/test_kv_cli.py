@@ -49,3 +49,14 @@ def test_kv_as_a_process():
         capture_output=True, text=True, check=True,
     )
     assert json.loads(result.stdout)["bytes_per_token"] == 61 * 576 * 2  # 70,272 B = 68.625 KiB
+
+
+def test_kv_report_for_people_on_an_encoder_and_a_folder(tmp_path, capsys):
+    assert main(["kv", "--config", "all-minilm-l6-v2"]) == 0
+    out = capsys.readouterr().out
+    assert "is an encoder" in out and "memory sets no limit" in out
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 2,
+                                                      "num_attention_heads": 4, "hidden_size": 64,
+                                                      "intermediate_size": 128, "vocab_size": 100}))
+    assert main(["kv", "--config", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path}: MHA (4 KV heads)")
