@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from filelock import FileLock
 
 from explorer.catalogue import ModelEntry, ModelKind, entry_for
 
@@ -82,17 +83,7 @@ def load_model(key: str, device: str | None = None, progress: Progress | None = 
     entry = entry_for(key)
     target_device, dtype = pick_device(device)
     started = time.perf_counter()
-    if entry.source == "hub":
-        folder = None
-    elif not entry.is_installed():
-        raise ModelLoadError(f"{entry.label} is not installed. To enable it: {entry.install_hint}.")
-    elif entry.source == "gguf-package":
-        folder = converted_path(entry)
-        if not (folder / "model.safetensors").exists():
-            convert_gguf_to_safetensors(entry, folder, report)
-    else:
-        folder = entry.package_path()
-
+    folder = None if entry.source == "hub" else prepare_weights(entry, report)
     report(0.9, f"Loading {entry.label} onto {target_device.type}")
     if folder is None:
         model, tokenizer = _load_from_hub(entry.hub_id, dtype)
@@ -109,6 +100,30 @@ def load_model(key: str, device: str | None = None, progress: Progress | None = 
         dtype=dtype,
         load_seconds=time.perf_counter() - started,
     )
+
+
+def needs_conversion(entry: ModelEntry) -> bool:
+    """True when a packaged GGUF model has not been converted to its safetensors cache yet."""
+    return (
+        entry.source == "gguf-package"
+        and entry.is_installed()
+        and not (converted_path(entry) / "model.safetensors").exists()
+    )
+
+
+def prepare_weights(entry: ModelEntry, progress: Progress | None = None) -> Path:
+    """The local folder of a packaged model's safetensors weights, converting a GGUF file the first time."""
+    report = progress or (lambda fraction, message: None)
+    if not entry.is_installed():
+        raise ModelLoadError(f"{entry.label} is not installed. To enable it: {entry.install_hint}.")
+    if entry.source != "gguf-package":
+        return entry.package_path()
+    if needs_conversion(entry):
+        converted_path(entry).parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(converted_path(entry)) + ".lock"):  # one conversion at a time across processes
+            if needs_conversion(entry):
+                convert_gguf_to_safetensors(entry, converted_path(entry), report)
+    return converted_path(entry)
 
 
 def model_kind(config) -> ModelKind:

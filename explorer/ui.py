@@ -11,7 +11,7 @@ from dataclasses import replace
 import streamlit as st
 
 from explorer.catalogue import CATALOGUE, entry_for
-from explorer.loading import LoadedModel, ModelLoadError, converted_path, load_model
+from explorer.loading import LoadedModel, ModelLoadError, load_model, needs_conversion, prepare_weights
 from explorer.run import MAX_TOKENS, AttentionRun, run_attention
 from explorer.state import ViewState, clamp_to_model, parse_query, to_query
 
@@ -19,9 +19,9 @@ OTHER_MODEL = "other"  # picker choice for a hub id or local folder
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _cached_model(key: str, _progress=None) -> LoadedModel:
+def _cached_model(key: str) -> LoadedModel:
     """One loaded model per key, shared read-only by every session."""
-    return load_model(key, progress=_progress)
+    return load_model(key)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -33,20 +33,14 @@ def _cached_run(key: str, text: str, max_tokens: int) -> AttentionRun:
 def get_model(key: str) -> LoadedModel | None:
     """The loaded model, with a progress bar when its first-run conversion is needed; None on failure."""
     entry = entry_for(key)
-    first_run = (
-        entry.source == "gguf-package"
-        and entry.is_installed()
-        and not (converted_path(entry) / "model.safetensors").exists()
-    )
     try:
-        if first_run:
+        if needs_conversion(entry):
             with st.status(f"Preparing {entry.label}: first run only", expanded=True) as status:
                 bar = st.progress(0.0, text="Starting")
-                loaded = _cached_model(key, _progress=lambda fraction, message: bar.progress(fraction, text=message))
+                prepare_weights(entry, progress=lambda fraction, message: bar.progress(fraction, text=message))
                 status.update(label=f"{entry.label} is ready", state="complete", expanded=False)
-        else:
-            with st.spinner(f"Loading {entry.label}"):
-                loaded = _cached_model(key)
+        with st.spinner(f"Loading {entry.label}"):
+            loaded = _cached_model(key)
     except ModelLoadError as error:
         st.error(str(error))
         return None
@@ -151,3 +145,4 @@ def token_strip(tokens: list[str]) -> None:
 
 def chart(figure, key: str | None = None) -> None:
     st.plotly_chart(figure, key=key, config={"displaylogo": False})
+
