@@ -146,3 +146,156 @@ def token_strip(tokens: list[str]) -> None:
 def chart(figure, key: str | None = None) -> None:
     st.plotly_chart(figure, key=key, config={"displaylogo": False})
 
+
+# --- Long inputs, encoder-decoder models and explanations ------------------------------------------------------
+# (imported here, beside the helpers that use them)
+import numpy as np  # noqa: E402
+
+from explorer.explain import explanation  # noqa: E402
+from explorer.run import (  # noqa: E402
+    AttentionOverview,
+    CrossAttentionRun,
+    fill_with_prose,
+    layer_attention,
+    overview_attention,
+    run_cross_attention,
+)
+from explorer.untrained import ENTRY as UNTRAINED_ENTRY  # noqa: E402
+from explorer.untrained import UNTRAINED_KEY, tiny_encoder_decoder  # noqa: E402
+
+CONTEXT_LENGTHS = [0, 256, 512, 1024, 2048]  # 0: the text as typed; else the text filled up with news prose
+ZOOM_TOKENS = 64  # widest region drawn token by token (hover labels for every cell grow with its square)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _cached_overview(key: str, text: str, max_tokens: int) -> AttentionOverview:
+    """One reduced pass per (model, text, length): pooled tiles and summaries, full weights only when small."""
+    return overview_attention(_cached_model(key), text, max_tokens)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _cached_layer(key: str, text: str, num_tokens: int, layer: int, _overview: AttentionOverview) -> np.ndarray:
+    """One layer's full weights (H, T, T), kept from the pass or recomputed by a pass that stops after it.
+
+    Cached by (model, text, token count, layer); the overview itself is not hashed (its arrays are large).
+    """
+    return layer_attention(_cached_model(key), _overview, layer)
+
+
+def context_length() -> int:
+    """Sidebar choice: the text as typed (0) or a context of N tokens, the text followed by real news prose."""
+    return st.sidebar.selectbox(
+        "Context length",
+        CONTEXT_LENGTHS,
+        key="context_length",
+        format_func=lambda n: "Your text only" if n == 0 else f"{n} tokens: your text, then news prose",
+        help="Long contexts fill up with news articles (the Lee corpus that ships with gensim).",
+    )
+
+
+def get_overview(key: str, text: str, context: int) -> AttentionOverview | None:
+    """The reduced run of `text` (filled to `context` tokens when > 0); None, with a message, when it cannot run."""
+    if get_model(key) is None:
+        return None
+    if context and text.strip():
+        text, max_tokens = fill_with_prose(text, context), context
+    else:
+        max_tokens = MAX_TOKENS
+    try:
+        with st.spinner(f"Running {max_tokens if context else 'your'} tokens through the model"):
+            overview = _cached_overview(key, text, max_tokens)
+    except ValueError as error:
+        st.info(str(error))
+        return None
+    if overview.truncated and not context:
+        st.warning(f"The text is longer than {max_tokens} tokens; only the first {max_tokens} are shown.")
+    return overview
+
+
+def get_layer(key: str, overview: AttentionOverview, layer: int) -> np.ndarray:
+    """(H, T, T) float32: every head of `layer` in full."""
+    with st.spinner(f"Computing layer {layer} in full"):
+        return _cached_layer(key, overview.text, len(overview.tokens), layer, overview)
+
+
+def zoom_region(num_tokens: int) -> tuple[int, int]:
+    """The tokens drawn one by one: all of them for a short text, else a region of at most ZOOM_TOKENS."""
+    if num_tokens <= ZOOM_TOKENS:
+        return 0, num_tokens
+    first, end = st.slider(
+        f"Zoom: tokens drawn one by one (at most {ZOOM_TOKENS})", 0, num_tokens, (0, ZOOM_TOKENS), key="zoom"
+    )
+    if end - first > ZOOM_TOKENS:
+        st.caption(f"The region is cut to {ZOOM_TOKENS} tokens from {first}; the pooled picture shows the rest.")
+        end = first + ZOOM_TOKENS
+    return first, max(end, first + 1)
+
+
+def log_scale() -> bool:
+    """A toggle for a log colour scale, which makes the many small weights of long inputs visible."""
+    return st.toggle("Log colour scale", key="log_scale", help="Colours follow log10(weight) from 0.0001 to 1.")
+
+
+def explain(name: str) -> None:
+    """The plain-words explanation `name`, in a bordered box (put it in the column beside its chart)."""
+    st.container(border=True).markdown(explanation(name))
+
+
+def beside(name: str):
+    """Two columns: returns the wide one for a chart, writes explanation `name` in the narrow one."""
+    chart_column, text_column = st.columns([3, 1])
+    with text_column:
+        explain(name)
+    return chart_column
+
+
+@st.cache_resource(show_spinner=False, max_entries=1)
+def _cached_untrained() -> LoadedModel:
+    return tiny_encoder_decoder()
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _cached_cross_run(key: str, source: str, target: str) -> CrossAttentionRun:
+    model = _cached_untrained() if key == UNTRAINED_KEY else _cached_model(key)
+    return run_cross_attention(model, source, target)
+
+
+def encoder_decoder_picker() -> str:
+    """Sidebar: the offline tiny model (random weights) or any hub encoder-decoder id; returns its key."""
+    choice = st.sidebar.selectbox(
+        "Encoder-decoder model",
+        [UNTRAINED_KEY, OTHER_MODEL],
+        key="encoder_decoder",
+        format_func=lambda key: UNTRAINED_ENTRY.label + " (offline)" if key == UNTRAINED_KEY else "A Hugging Face id",
+    )
+    if choice == UNTRAINED_KEY:
+        return UNTRAINED_KEY
+    typed = st.sidebar.text_input(
+        "Encoder-decoder id", "Helsinki-NLP/opus-mt-en-de", key="encoder_decoder_id",
+        help="T5, BART or Marian models; safetensors only, no remote code; needs the network.",
+    ).strip()
+    if not typed:
+        st.info("Type a Hugging Face encoder-decoder id in the sidebar, such as google-t5/t5-small.")
+        st.stop()
+    return typed
+
+
+def get_encoder_decoder(key: str) -> LoadedModel | None:
+    """The tiny untrained model, or a hub encoder-decoder; None, with the reason, when it cannot load."""
+    if key == UNTRAINED_KEY:
+        with st.spinner("Building the tiny untrained model"):
+            return _cached_untrained()
+    return get_model(key)
+
+
+def get_cross_run(key: str, source: str, target: str) -> CrossAttentionRun | None:
+    """All three kinds of attention for (source, target); None, with a message, when they cannot be computed."""
+    try:
+        with st.spinner("Running the encoder and the decoder"):
+            run = _cached_cross_run(key, source, target)
+    except ValueError as error:
+        st.info(str(error))
+        return None
+    if run.truncated:
+        st.warning("The text is longer than 128 tokens; only the first 128 go through the encoder.")
+    return run

@@ -1,52 +1,80 @@
-"""Home: the tokens of a text and where every head of a real model attends."""
+"""Home: the tokens of a text and where every head of a real model attends, from a sentence up to 2048 tokens."""
 
 import streamlit as st
 
 from explorer import ui
-from explorer.charts.attention import head_grid, head_heatmap, layer_head_overview, mask_heatmap
+from explorer.charts.attention import (
+    head_grid, head_heatmap, layer_head_overview, mask_heatmap, pooled_heatmap, summary_heatmap,
+)
 
 ui.text_box()
+context = ui.context_length()
 model_key = ui.model_picker()
 state = ui.view_state()
 ui.show_notices()
 
 st.title("Where does the model look?")
-run = ui.get_run(model_key, state.text)
+run = ui.get_overview(model_key, state.text, context)
 if run is None:
     st.stop()
 model = ui.get_model(model_key)
+num_tokens = len(run.tokens)
 st.caption(f"{model.entry.description} Running on {model.device.type}.")
-
-st.subheader(f"{len(run.tokens)} tokens, as the model sees them")
-ui.token_strip(run.tokens)
+with st.expander(f"{num_tokens} tokens, as the model sees them", expanded=num_tokens <= 64):
+    ui.token_strip(run.tokens)
 
 layer, head = ui.layer_and_head(run.num_layers, run.num_heads)
-window = run.layer_windows[layer]
-st.caption(
-    "Each small square is one head: **row = query** (the token looking), **column = key** (the token looked at); "
-    "darker means more attention, and every row sums to 1."
-)
+log = ui.log_scale()
+weights = ui.get_layer(model_key, run, layer)  # (H, T, T)
 kv_heads = getattr(model.config, "num_key_value_heads", None)
-ui.chart(head_grid(run.attentions[layer], run.tokens, f"Layer {layer}: all {run.num_heads} heads", kv_heads), key="grid")
+with ui.beside("multi_head"):
+    st.caption("Each small square is one head: **row = query** (the token looking), **column = key** (the token "
+               "looked at); darker means more attention, and every row sums to 1.")
+    ui.chart(head_grid(weights, run.tokens, f"Layer {layer}: all {run.num_heads} heads", kv_heads,
+                       max_cells=48, log_scale=log), key="grid")
 
-weights_column, mask_column = st.columns(2)
-with weights_column:
-    ui.chart(head_heatmap(run.attentions[layer, head], run.tokens, f"Layer {layer}, head {head}"), key="head")
-with mask_column:
-    if run.kind == "encoder":
-        mask_title = "Mask: none (an encoder lets every token see every token)"
-    elif window is not None and window < len(run.tokens):
-        mask_title = f"Mask: causal, sliding window of {window} tokens"
-    else:
-        mask_title = "Mask: causal (a token sees only itself and earlier tokens)"
-        if window is not None:
-            mask_title += f"; window {window} > text"
-    ui.chart(mask_heatmap(run.masks[layer], run.tokens, mask_title), key="mask")
+first, end = ui.zoom_region(num_tokens)
+tokens, allowed = run.tokens[first:end], run.mask(layer)[first:end, first:end]  # the region drawn token by token
+window = run.layer_windows[layer]
+if run.kind == "encoder":
+    mask_title = "Mask: none (an encoder lets every token see every token)"
+elif window is not None and window < num_tokens:
+    mask_title = f"Mask: causal, sliding window of {window} tokens"
+else:
+    mask_title = "Mask: causal (a token sees only itself and earlier tokens)"
+zoomed = end - first < num_tokens
+head_title = f"Layer {layer}, head {head}" + (f": tokens {first}–{end - 1}" if zoomed else "")
+columns = st.columns(4 if zoomed else 3)
+if zoomed:
+    with columns[0]:
+        ui.chart(pooled_heatmap(weights[head], f"Layer {layer}, head {head}: all {num_tokens} tokens, pooled",
+                                zoom=(first, end), log_scale=log), key="pooled")
+with columns[-3]:
+    ui.chart(head_heatmap(weights[head, first:end, first:end], tokens, head_title, first_query=first,
+                          first_key=first, log_scale=log), key="head")
+with columns[-2]:
+    ui.chart(mask_heatmap(allowed, tokens, mask_title + (f": tokens {first}–{end - 1}" if zoomed else ""),
+                          first=first), key="mask")
+with columns[-1]:
+    ui.explain("self_causal" if not zoomed else "qkv")
+if zoomed:
+    st.caption("The red square on the pooled picture is the region drawn token by token; its rows need not "
+               "sum to 1, because the rest of each row lies on keys outside the region.")
+
+st.subheader("Every head in three numbers")
+with ui.beside("head_summaries"):
+    entropy, sink, distance = st.columns(3)
+    with entropy:
+        ui.chart(summary_heatmap(run.summaries.entropy, "Entropy", "bits"), key="entropy")
+    with sink:
+        ui.chart(summary_heatmap(run.summaries.first_token, "Weight on the first token", "share", "Reds", 1.0),
+                 key="sink")
+    with distance:
+        ui.chart(summary_heatmap(run.summaries.distance, "Mean distance", "tokens", "Greens"), key="distance")
 
 st.subheader("Overview: every layer and head")
-st.caption(
-    "Rows are heads, columns are layers (L0 is nearest the input); each tile is one head's weights as above. "
-    "A dark first column in a tile is an *attention sink*: a head with nothing useful to do parks its weight "
-    "on the first token."
-)
-ui.chart(layer_head_overview(run.attentions, run.tokens), key="overview")
+with ui.beside("quadratic_cost"):
+    st.caption("Rows are heads, columns are layers (L0 is nearest the input); each tile is one head's weights, "
+               f"pooled into at most {run.pooled.shape[-1]} blocks a side. A dark first column in a tile is an "
+               "*attention sink*.")
+    ui.chart(layer_head_overview(run.pooled, run.block_labels, log_scale=log), key="overview")

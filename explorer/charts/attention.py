@@ -9,9 +9,12 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from explorer.summaries import block_edges, pool  # pooling lives with the other reductions; charts re-export it
+
 COLOURS = "Blues"  # sequential: white = no attention, dark blue = all of it
 MASK_COLOURS = [[0.0, "#e5e7eb"], [1.0, "#15803d"]]  # grey = blocked, green = may attend
 CELL_GAP = 1  # empty cells between tiles of a mosaic
+LOG_FLOOR = -4  # the log colour scale starts at a weight of 1e-4; smaller weights (and masked zeros) look white
 
 
 def _check_square(weights: np.ndarray, tokens: list[str], what: str) -> None:
@@ -21,42 +24,120 @@ def _check_square(weights: np.ndarray, tokens: list[str], what: str) -> None:
         raise ValueError(f"{what} covers {weights.shape[-1]} tokens but {len(tokens)} token labels were given.")
 
 
-def _token_axis(tokens: list[str], max_ticks: int = 40) -> dict:
-    """Integer axis labelled by token; thinned when there are too many to read."""
+def _check_shape(weights: np.ndarray, query_tokens: list[str], key_tokens: list[str] | None, what: str) -> None:
+    """Square over one token list, or (queries, keys) over two (cross-attention: decoder × encoder tokens)."""
+    if key_tokens is None:
+        _check_square(weights, query_tokens, what)
+    elif weights.ndim < 2 or weights.shape[-2:] != (len(query_tokens), len(key_tokens)):
+        raise ValueError(
+            f"{what} have shape {weights.shape} but {len(query_tokens)} query and {len(key_tokens)} key labels "
+            "were given; the last two axes must be (query, key)."
+        )
+
+
+def colour_scale(weights: np.ndarray, log_scale: bool) -> dict:
+    """Heatmap colour settings for weights in [0, 1]: linear, or log10 so that small weights become visible.
+
+    Plotly has no log colour axis, so the log scale draws log10(weight), clipped at 1e-4, with a colour bar
+    labelled in weights.
+    """
+    if not log_scale:
+        return dict(z=weights, zmin=0.0, zmax=1.0, colorscale=COLOURS, colorbar=dict(title="weight", thickness=12))
+    with np.errstate(divide="ignore"):
+        z = np.maximum(np.log10(weights), LOG_FLOOR).astype(np.float32)  # NaN gaps stay NaN
+    ticks = list(range(LOG_FLOOR, 1))
+    return dict(
+        z=z, zmin=LOG_FLOOR, zmax=0.0, colorscale=COLOURS,
+        colorbar=dict(title="weight", thickness=12, tickvals=ticks, ticktext=[f"{10.0**t:g}" for t in ticks]),
+    )
+
+
+def _weight_hover(log_scale: bool) -> str:
+    return "log₁₀ weight %{z:.2f}" if log_scale else "weight %{z:.3f}"
+
+
+def _token_axis(tokens: list[str], max_ticks: int = 40, first: int = 0) -> dict:
+    """Integer axis labelled by token; thinned when there are too many to read. `first`: position of tokens[0]."""
     step = max(1, int(np.ceil(len(tokens) / max_ticks)))
     positions = list(range(0, len(tokens), step))
-    return dict(tickmode="array", tickvals=positions, ticktext=[tokens[i] for i in positions])
+    return dict(tickmode="array", tickvals=[first + i for i in positions], ticktext=[tokens[i] for i in positions])
 
 
-def head_heatmap(weights: np.ndarray, tokens: list[str], title: str, height: int = 460) -> go.Figure:
-    """One head: weights (T, T), hover shows query token, key token and weight."""
-    _check_square(weights, tokens, "The head's weights")
-    positions = np.arange(len(tokens))
-    labels = np.array([f"#{i} {t}" for i, t in enumerate(tokens)], dtype=object)
-    hover = np.stack(np.broadcast_arrays(labels[:, None], labels[None, :]), axis=-1)  # (T, T, 2)
+def head_heatmap(
+    weights: np.ndarray,
+    tokens: list[str],
+    title: str,
+    height: int = 460,
+    *,
+    key_tokens: list[str] | None = None,
+    first_query: int = 0,
+    first_key: int = 0,
+    log_scale: bool = False,
+) -> go.Figure:
+    """One head: weights (Tq, Tk), hover shows query token, key token and weight.
+
+    Square over `tokens` for self-attention; with `key_tokens`, rows are `tokens` (queries) and columns
+    `key_tokens` (cross-attention). `first_query`/`first_key` place a zoomed region at its true positions.
+    """
+    _check_shape(weights, tokens, key_tokens, "The head's weights")
+    key_tokens = tokens if key_tokens is None else key_tokens
+    query_labels = np.array([f"#{first_query + i} {t}" for i, t in enumerate(tokens)], dtype=object)
+    key_labels = np.array([f"#{first_key + i} {t}" for i, t in enumerate(key_tokens)], dtype=object)
+    hover = np.stack(np.broadcast_arrays(query_labels[:, None], key_labels[None, :]), axis=-1)  # (Tq, Tk, 2)
     figure = go.Figure(
         go.Heatmap(
-            z=weights,
-            x=positions,
-            y=positions,
+            x=first_key + np.arange(len(key_tokens)),
+            y=first_query + np.arange(len(tokens)),
             customdata=hover,
-            zmin=0.0,
-            zmax=1.0,
-            colorscale=COLOURS,
-            colorbar=dict(title="weight", thickness=12),
-            hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>weight %{z:.3f}<extra></extra>",
+            hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>" + _weight_hover(log_scale) + "<extra></extra>",
+            **colour_scale(weights, log_scale),
         )
     )
     figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=dict(l=10, r=10, t=100, b=10))
-    figure.update_xaxes(title="key (attended to)", side="top", tickangle=-45, **_token_axis(tokens))
-    figure.update_yaxes(title="query (attending)", autorange="reversed", **_token_axis(tokens))
+    figure.update_xaxes(title="key (attended to)", side="top", tickangle=-45, **_token_axis(key_tokens, first=first_key))
+    figure.update_yaxes(title="query (attending)", autorange="reversed", **_token_axis(tokens, first=first_query))
     return figure
 
 
-def mask_heatmap(allowed: np.ndarray, tokens: list[str], title: str, height: int = 460) -> go.Figure:
-    """The attention mask (T, T): green where a query may attend to a key, grey where it is blocked."""
+def pooled_heatmap(
+    weights: np.ndarray, title: str, cells: int = 128, zoom: tuple[int, int] | None = None,
+    height: int = 460, log_scale: bool = False,
+) -> go.Figure:
+    """One head over a long input, weights (T, T), pooled into at most `cells` blocks per side.
+
+    Each block sits at its first token's position, so the axes read in tokens; `zoom` = (first, end)
+    outlines in red the region drawn in full beside it. Hover shows positions only, to keep the payload small.
+    """
+    if weights.ndim != 2 or weights.shape[0] != weights.shape[1]:
+        raise ValueError(f"One head's weights must be square over (query, key); got shape {weights.shape}.")
+    starts = block_edges(weights.shape[0], cells)[:-1]
+    figure = go.Figure(
+        go.Heatmap(
+            x=starts,
+            y=starts,
+            hovertemplate="queries from #%{y}<br>keys from #%{x}<br>" + _weight_hover(log_scale) + "<extra></extra>",
+            **colour_scale(pool(weights, cells), log_scale),
+        )
+    )
+    if zoom is not None:
+        first, end = zoom
+        figure.add_shape(type="rect", x0=first - 0.5, x1=end - 0.5, y0=first - 0.5, y1=end - 0.5,
+                         line=dict(color="#dc2626", width=2))
+    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=dict(l=10, r=10, t=100, b=10))
+    figure.update_xaxes(title="key position (token)", side="top")
+    figure.update_yaxes(title="query position (token)", autorange="reversed")
+    return figure
+
+
+def mask_heatmap(
+    allowed: np.ndarray, tokens: list[str], title: str, height: int = 460, *, first: int = 0
+) -> go.Figure:
+    """The attention mask (T, T): green where a query may attend to a key, grey where it is blocked.
+
+    `first`: the position of tokens[0], when the mask of a zoomed region is drawn.
+    """
     _check_square(allowed, tokens, "The mask")
-    positions = np.arange(len(tokens))
+    positions = first + np.arange(len(tokens))
     figure = go.Figure(
         go.Heatmap(
             z=allowed.astype(np.int8),
@@ -72,61 +153,67 @@ def mask_heatmap(allowed: np.ndarray, tokens: list[str], title: str, height: int
         )
     )
     figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=dict(l=10, r=10, t=100, b=10))
-    figure.update_xaxes(title="key", side="top", tickangle=-45, **_token_axis(tokens))
-    figure.update_yaxes(title="query", autorange="reversed", **_token_axis(tokens))
+    figure.update_xaxes(title="key", side="top", tickangle=-45, **_token_axis(tokens, first=first))
+    figure.update_yaxes(title="query", autorange="reversed", **_token_axis(tokens, first=first))
     return figure
 
 
-def pool(weights: np.ndarray, size: int) -> np.ndarray:
-    """(..., T, T) -> (..., size, size) blocks so long inputs stay small; unchanged if T <= size.
-
-    A block holds the attention its queries give (on average) to its keys, so rows still sum to 1.
-    """
-    num_tokens = weights.shape[-1]
-    if num_tokens <= size:
-        return weights
-    edges = np.linspace(0, num_tokens, size + 1).astype(int)
-    rows = np.add.reduceat(weights, edges[:-1], axis=-2) / np.diff(edges)[:, None]  # mean over queries
-    return np.add.reduceat(rows, edges[:-1], axis=-1)  # sum over keys
-
-
 def mosaic(tiles: np.ndarray) -> np.ndarray:
-    """(R, C, n, n) tiles -> one (R*(n+gap), C*(n+gap)) array with NaN gaps, to draw as a single heatmap."""
-    rows, cols, n, _ = tiles.shape
-    stride = n + CELL_GAP
-    canvas = np.full((rows * stride, cols * stride), np.nan, dtype=np.float32)
+    """(R, C, a, b) tiles -> one (R*(a+gap), C*(b+gap)) array with NaN gaps, to draw as a single heatmap."""
+    rows, cols, a, b = tiles.shape
+    canvas = np.full((rows * (a + CELL_GAP), cols * (b + CELL_GAP)), np.nan, dtype=np.float32)
     for r in range(rows):
         for c in range(cols):
-            canvas[r * stride : r * stride + n, c * stride : c * stride + n] = tiles[r, c]
+            top, left = r * (a + CELL_GAP), c * (b + CELL_GAP)
+            canvas[top : top + a, left : left + b] = tiles[r, c]
     return canvas[:-CELL_GAP, :-CELL_GAP]
 
 
 def head_grid(
-    weights: np.ndarray, tokens: list[str], title: str, kv_heads: int | None = None, columns: int = 6
+    weights: np.ndarray,
+    tokens: list[str],
+    title: str,
+    kv_heads: int | None = None,
+    columns: int = 6,
+    *,
+    key_tokens: list[str] | None = None,
+    max_cells: int | None = None,
+    log_scale: bool = False,
 ) -> go.Figure:
-    """Every head of one layer, weights (H, T, T), as small heatmaps labelled H0, H1, ...
+    """Every head of one layer, weights (H, Tq, Tk), as small heatmaps labelled H0, H1, ...
 
-    With `kv_heads` < H (GQA/MQA), each label also names the KV head its group shares.
+    With `kv_heads` < H (GQA/MQA), each label also names the KV head its group shares. With `key_tokens`
+    the tiles are rectangular (cross-attention). With `max_cells`, longer self-attention is pooled into
+    blocks and hover shows only the weight (token pairs per cell would multiply the payload).
     """
-    _check_square(weights, tokens, "The layer's weights")
-    num_heads, num_tokens, _ = weights.shape
+    _check_shape(weights, tokens, key_tokens, "The layer's weights")
+    pooled = key_tokens is None and max_cells is not None and len(tokens) > max_cells
+    if pooled:
+        weights = pool(weights, max_cells)  # (H, n, n)
+    num_heads, num_queries, num_keys = weights.shape
     if kv_heads is not None and (kv_heads < 1 or num_heads % kv_heads):
         raise ValueError(f"{num_heads} query heads cannot share {kv_heads} KV heads evenly.")
     group = num_heads // kv_heads if kv_heads else 1
     columns = min(columns, num_heads)
     rows = int(np.ceil(num_heads / columns))
-    padded = np.full((rows * columns, num_tokens, num_tokens), np.nan, dtype=np.float32)
+    padded = np.full((rows * columns, num_queries, num_keys), np.nan, dtype=np.float32)
     padded[:num_heads] = weights
-    canvas = mosaic(padded.reshape(rows, columns, num_tokens, num_tokens))
-    stride = num_tokens + CELL_GAP
-    figure = _mosaic_figure(canvas, title, 100 + 165 * rows)
+    canvas = mosaic(padded.reshape(rows, columns, num_queries, num_keys))
+    row_stride, column_stride = num_queries + CELL_GAP, num_keys + CELL_GAP
+    figure = _mosaic_figure(canvas, title, 100 + int(165 * rows * max(1.0, num_queries / num_keys)), log_scale)
     head_of = lambda r, c: r * columns + c  # noqa: E731
-    figure.data[0].customdata = _mosaic_hover(canvas.shape, stride, tokens, lambda r, c: f"head {head_of(r, c)}")
+    if pooled:
+        figure.data[0].hovertemplate = _weight_hover(log_scale) + "<extra></extra>"
+    else:
+        figure.data[0].customdata = _mosaic_hover(
+            canvas.shape, (row_stride, column_stride), tokens, key_tokens or tokens, lambda r, c: f"head {head_of(r, c)}"
+        )
     figure.update_xaxes(showticklabels=False)
     figure.update_yaxes(showticklabels=False)
     figure.update_layout(
         annotations=[
-            dict(x=c * stride + (num_tokens - 1) / 2, y=r * stride - 0.6, text=f"H{head_of(r, c)}" + (f" · KV{head_of(r, c) // group}" if group > 1 else ""),
+            dict(x=c * column_stride + (num_keys - 1) / 2, y=r * row_stride - 0.6,
+                 text=f"H{head_of(r, c)}" + (f" · KV{head_of(r, c) // group}" if group > 1 else ""),
                  showarrow=False, yanchor="bottom", font=dict(size=12))
             for r in range(rows) for c in range(columns) if head_of(r, c) < num_heads
         ]
@@ -134,17 +221,22 @@ def head_grid(
     return figure
 
 
-def layer_head_overview(attentions: np.ndarray, tokens: list[str], max_cells: int = 24) -> go.Figure:
-    """Every head (rows) in every layer (columns), attentions (L, H, T, T), pooled to max_cells per side."""
+def layer_head_overview(
+    attentions: np.ndarray, tokens: list[str], max_cells: int = 24, log_scale: bool = False
+) -> go.Figure:
+    """Every head (rows) in every layer (columns), attentions (L, H, T, T), pooled to max_cells per side.
+
+    Already pooled input (`AttentionOverview.pooled`, with one label per block) is drawn as it is.
+    """
     _check_square(attentions, tokens, "The attention")
     num_layers, num_heads, num_tokens, _ = attentions.shape
     tiles = pool(attentions, max_cells).transpose(1, 0, 2, 3)  # (H, L, n, n): one row per head
     cells = tiles.shape[-1]
     canvas = mosaic(tiles)
     stride = cells + CELL_GAP
-    figure = _mosaic_figure(canvas, "All heads × layers", 140 + int(1100 * num_heads / num_layers))
+    figure = _mosaic_figure(canvas, "All heads × layers", 140 + int(1100 * num_heads / num_layers), log_scale)
     # No per-cell hover text: it would multiply the payload; the axes name each tile's layer and head.
-    figure.data[0].hovertemplate = "weight %{z:.3f}<extra></extra>"
+    figure.data[0].hovertemplate = _weight_hover(log_scale) + "<extra></extra>"
     centre = (cells - 1) / 2
     figure.update_xaxes(side="top", tickmode="array", tickvals=[c * stride + centre for c in range(num_layers)],
                         ticktext=[f"L{c}" for c in range(num_layers)])
@@ -153,16 +245,12 @@ def layer_head_overview(attentions: np.ndarray, tokens: list[str], max_cells: in
     return figure
 
 
-def _mosaic_figure(canvas: np.ndarray, title: str, height: int) -> go.Figure:
+def _mosaic_figure(canvas: np.ndarray, title: str, height: int, log_scale: bool = False) -> go.Figure:
     figure = go.Figure(
         go.Heatmap(
-            z=canvas,
-            zmin=0.0,
-            zmax=1.0,
-            colorscale=COLOURS,
-            colorbar=dict(title="weight", thickness=12),
             hoverongaps=False,
-            hovertemplate="%{customdata}<br>weight %{z:.3f}<extra></extra>",
+            hovertemplate="%{customdata}<br>" + _weight_hover(log_scale) + "<extra></extra>",
+            **colour_scale(canvas, log_scale),
         )
     )
     figure.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=70, b=10),
@@ -172,15 +260,16 @@ def _mosaic_figure(canvas: np.ndarray, title: str, height: int) -> go.Figure:
     return figure
 
 
-def _mosaic_hover(shape, stride: int, tokens: list[str], tile_name) -> np.ndarray:
+def _mosaic_hover(shape, strides: tuple[int, int], query_tokens: list[str], key_tokens: list[str], tile_name) -> np.ndarray:
     """Hover text for each mosaic cell: which tile, which query and key tokens."""
-    n = len(tokens)
-    labels = np.array([f"#{i} {t}" for i, t in enumerate(tokens)], dtype=object)
-    pair = "query " + labels[:, None] + "<br>key " + labels[None, :]  # (T, T)
+    queries = np.array([f"#{i} {t}" for i, t in enumerate(query_tokens)], dtype=object)
+    keys = np.array([f"#{i} {t}" for i, t in enumerate(key_tokens)], dtype=object)
+    pair = "query " + queries[:, None] + "<br>key " + keys[None, :]  # (Tq, Tk)
+    row_stride, column_stride = strides
     hover = np.full(shape, "", dtype=object)
-    for r in range(0, shape[0], stride):
-        for c in range(0, shape[1], stride):
-            hover[r : r + n, c : c + n] = tile_name(r // stride, c // stride) + "<br>" + pair
+    for r in range(0, shape[0], row_stride):
+        for c in range(0, shape[1], column_stride):
+            hover[r : r + len(queries), c : c + len(keys)] = tile_name(r // row_stride, c // column_stride) + "<br>" + pair
     return hover
 
 
@@ -200,4 +289,27 @@ def query_bars(weights: np.ndarray, tokens: list[str], query: int, title: str) -
     )
     figure.update_layout(title=title, height=280, margin=dict(l=10, r=10, t=40, b=10), yaxis_title="weight")
     figure.update_xaxes(tickangle=-45, **_token_axis(tokens))
+    return figure
+
+
+def summary_heatmap(values: np.ndarray, title: str, unit: str, colours: str = "Viridis", zmax: float | None = None) -> go.Figure:
+    """One number per head, values (L, H), as a small heatmap: layers across, heads down."""
+    if values.ndim != 2:
+        raise ValueError(f"Expected one value per (layer, head); got shape {values.shape}.")
+    num_layers, num_heads = values.shape
+    figure = go.Figure(
+        go.Heatmap(
+            z=values.T,  # (H, L): one row per head
+            x=np.arange(num_layers),
+            y=np.arange(num_heads),
+            zmin=0.0,
+            zmax=zmax,
+            colorscale=colours,
+            colorbar=dict(title=unit, thickness=10),
+            hovertemplate="layer %{x}, head %{y}<br>%{z:.2f} " + unit + "<extra></extra>",
+        )
+    )
+    figure.update_layout(title=title, height=140 + 22 * num_heads, margin=dict(l=10, r=10, t=50, b=10))
+    figure.update_xaxes(title="layer", dtick=max(1, num_layers // 10))
+    figure.update_yaxes(title="head", autorange="reversed", dtick=1)
     return figure
