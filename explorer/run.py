@@ -179,11 +179,16 @@ def attention_modules(model: torch.nn.Module) -> tuple[list[torch.nn.Module], in
 
 @torch.inference_mode()
 def overview_attention(
-    loaded: LoadedModel, text: str, max_tokens: int = MAX_LONG_TOKENS, cells: int = OVERVIEW_CELLS
+    loaded: LoadedModel,
+    text: str,
+    max_tokens: int = MAX_LONG_TOKENS,
+    cells: int = OVERVIEW_CELLS,
+    keep_bytes: int = KEEP_BYTES,
 ) -> AttentionOverview:
     """Run `text` once; as each layer's (H, T, T) weights appear, pool them, summarise them, and let them go.
 
     Peak memory is one layer's weights instead of all of them: 37 MB instead of 1.1 GB for SmolLM2 at 1024.
+    All layers are also kept in float16 when they fit in `keep_bytes`, so that changing layer costs nothing.
     """
     if loaded.kind == "encoder-decoder":
         raise ValueError("This is an encoder-decoder model: open the Cross-attention page to see it.")
@@ -193,7 +198,7 @@ def overview_attention(
     num_tokens = len(token_ids)
     modules, index = attention_modules(loaded.model)
     num_layers, num_heads = len(modules), loaded.config.num_attention_heads
-    keep = num_layers * num_heads * num_tokens**2 * 2 <= KEEP_BYTES
+    keep = num_layers * num_heads * num_tokens**2 * 2 <= keep_bytes  # float16: 2 bytes
     edges = block_edges(num_tokens, cells)
     pooled = np.zeros((num_layers, num_heads, len(edges) - 1, len(edges) - 1), dtype=np.float32)  # (L, H, n, n)
     kept = np.zeros((num_layers, num_heads, num_tokens, num_tokens), dtype=np.float16) if keep else None
