@@ -719,13 +719,16 @@ def roofline_curve(
     return [point.tokens_per_second if point.fits else math.nan for point in points]
 
 
-def context_grid(max_tokens: int = 2**20, points: int = 81, include: Sequence[int] = ()) -> list[int]:
-    """Increasing context lengths from 1 to `max_tokens`, evenly spaced on a log axis, plus `include`
-    (e.g. the sliding windows, where a curve bends)."""
-    if max_tokens < 1 or points < 2:
-        raise ValueError("Choose a longest context of at least 1 token and at least 2 points.")
-    spaced = {round(max_tokens ** (i / (points - 1))) for i in range(points)}
-    return sorted(spaced | {t for t in include if 1 <= t <= max_tokens})
+def context_grid(
+    max_tokens: int = 2**20, points: int = 81, include: Sequence[int] = (), min_tokens: int = 1
+) -> list[int]:
+    """Increasing context lengths from `min_tokens` to `max_tokens`, evenly spaced on a log axis, plus
+    `include` (e.g. the sliding windows, where a curve bends)."""
+    if not 1 <= min_tokens < max_tokens or points < 2:
+        raise ValueError("Choose a longest context above the shortest (at least 1 token) and at least 2 points.")
+    ratio = max_tokens / min_tokens
+    spaced = {round(min_tokens * ratio ** (i / (points - 1))) for i in range(points)}
+    return sorted(spaced | {t for t in include if min_tokens <= t <= max_tokens})
 
 
 def variant_cache_curves(
@@ -880,3 +883,81 @@ def measure_kv_cache(
             f"{verdict} the formula's {formula:,} bytes.{why}"
         ),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tables for people
+# ---------------------------------------------------------------------------------------------------------
+
+
+def reference_table(dtype: str = "bf16") -> list[dict[str, object]]:
+    """One row per reference model (its own attention, as built): cached values and bytes per token."""
+    rows = []
+    for name, config in reference_models().items():
+        layout = attention_layout(config, name)
+        size = kv_cache_size(layout, 1, 1, dtype)
+        rows.append(
+            {
+                "model": name,
+                "attention": layout.label if layout.is_decoder else "encoder (no cache)",
+                "layers": layout.num_layers,
+                "values / token / layer": layout.values_per_token_per_layer if layout.is_decoder else 0,
+                f"KiB / token ({dtype})": round(size.bytes_per_token / 1024, 3),
+                "source": config.get("_source", "").split(";")[0],
+            }
+        )
+    return sorted(rows, key=lambda row: -row[f"KiB / token ({dtype})"])
+
+
+def variant_table(layouts: Sequence[AttentionLayout], tokens: int, batch: int, dtype: str) -> list[dict[str, object]]:
+    """One row per variant of a model: values and bytes per token, the whole cache at `tokens`, and the saving."""
+    if not layouts:
+        return []
+    largest = max(kv_cache_size(layout, tokens, batch, dtype).kv_cache_bytes for layout in layouts) or 1
+    rows = []
+    for layout in layouts:
+        size = kv_cache_size(layout, tokens, batch, dtype)
+        rows.append(
+            {
+                "variant": layout.legend,
+                "values / token / layer": layout.values_per_token_per_layer,
+                "KiB / token": round(size.bytes_per_token / 1024, 3),
+                f"cache at {tokens:,} tokens (GiB)": round(size.kv_cache_bytes / 2**30, 3),
+                "vs MHA": f"{size.kv_cache_bytes / largest:.1%}",
+            }
+        )
+    return rows
+
+
+def layout_for_variant(base: AttentionLayout, spec) -> AttentionLayout:
+    """The layout a converted model caches, for an `explorer.variants.VariantSpec` applied to `base`.
+
+    Naive MLA caches only its latent (RoPE is applied after the up-projection); the decoupled form adds the
+    shared RoPE key of `rope_dims` dimensions.
+    """
+    if spec.variant == "original":
+        return base
+    if spec.variant == "mla":
+        rope = spec.rope_dims if spec.form == "decoupled" else 0
+        ranks = spec.layer_ranks or (spec.latent_rank,)
+        return convert_layout(base, "MLA", latent_rank=round(sum(ranks) / len(ranks)), rope_head_dim=rope)
+    return convert_layout(base, spec.variant.upper(), kv_heads=spec.kv_heads)
+
+
+def measured_table(models: Sequence[tuple[str, LoadedModel, AttentionLayout]], tokens: int) -> list[dict[str, object]]:
+    """Measured cache bytes beside the formula, one row per (label, loaded model, layout it should cache)."""
+    rows = []
+    for label, loaded, layout in models:
+        measured = measure_kv_cache(loaded, tokens, 1, layout)
+        rows.append(
+            {
+                "variant": label,
+                "values / token / layer": layout.values_per_token_per_layer,
+                "cache tensors": measured.tensor_count,
+                "measured bytes": measured.measured_bytes,
+                "formula bytes": measured.formula_bytes,
+                "measured / formula": round(measured.measured_bytes / measured.formula_bytes, 4),
+                "dtype": measured.dtype,
+            }
+        )
+    return rows

@@ -1,60 +1,100 @@
 """The view's state in the URL: the only place that parses query parameters.
 
 Parsing never raises: a value that cannot be used is replaced by a sensible default and a notice says so.
+Checks that need a loaded model (a layer beyond the last, a KV-head count that does not divide the heads)
+happen where the model is known, with the same kind of notice.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
 from explorer.catalogue import CATALOGUE, DEFAULT_MODEL
 
 DEFAULT_TEXT = "The giant ate the apple because it was hungry"
 MAX_TEXT_CHARS = 20_000  # longer text in a URL is cut; models see at most their token limit anyway
+VARIANTS = ("original", "mha", "gqa", "mqa", "mla")
+CACHE_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int4")
 
 
 @dataclass(frozen=True)
 class ViewState:
-    """What a shared link restores."""
+    """Everything a shared link restores; each page reads the fields it shows."""
 
+    # what is run
     text: str = DEFAULT_TEXT  # the input text
     model: str = DEFAULT_MODEL  # catalogue key, hub id or local folder
+    # attention view
     layer: int = 0  # layer shown in detail
     head: int = 0  # head enlarged
+    # attention variant (variant lab)
+    variant: str = "original"  # original, mha, gqa, mqa or mla
+    kv_heads: int | None = None  # GQA: KV heads kept (None: the variant's default)
+    latent_rank: int | None = None  # MLA: size of the joint K/V latent per token and layer
+    rope_dims: int | None = None  # MLA: dimensions per head that keep RoPE (decoupled key)
+    # KV-cache explorer
+    config: str = "smollm2-135m"  # reference config name, or a hub id / config.json path
+    tokens: int = 32_768  # context length per sequence
+    batch: int = 1  # sequences held at once
+    dtype: str = "bf16"  # cache dtype
 
 
-def parse_query(params: Mapping[str, str], allow_any_model: bool = True) -> tuple[ViewState, list[str]]:
+# name -> (smallest, largest) accepted for whole-number parameters
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "layer": (0, 1_000),
+    "head": (0, 1_000),
+    "kv_heads": (1, 1_024),
+    "latent_rank": (1, 65_536),
+    "rope_dims": (0, 4_096),
+    "tokens": (1, 1 << 22),
+    "batch": (1, 4_096),
+}
+CHOICES: dict[str, tuple[str, ...]] = {"variant": VARIANTS, "dtype": CACHE_DTYPES}
+
+
+def parse_query(params: Mapping[str, str]) -> tuple[ViewState, list[str]]:
     """ViewState from URL query parameters, with a notice for every value that was replaced."""
     notices: list[str] = []
-    state = ViewState()
-    text = params.get("text")
-    if text is not None:
-        if not text.strip():
-            notices.append("The link's text was empty, so the example sentence is shown.")
-        elif len(text) > MAX_TEXT_CHARS:
-            notices.append(f"The link's text was cut to its first {MAX_TEXT_CHARS:,} characters.")
-            state = replace(state, text=text[:MAX_TEXT_CHARS])
-        else:
-            state = replace(state, text=text)
-    model = params.get("model")
-    if model is not None:
-        if model in CATALOGUE or (allow_any_model and _looks_like_model_id(model)):
-            state = replace(state, model=model)
-        else:
-            notices.append(f"Unknown model '{model[:80]}' in the link; showing {CATALOGUE[DEFAULT_MODEL].label}.")
-    for name in ("layer", "head"):
-        raw = params.get(name)
-        if raw is None:
-            continue
-        try:
-            value = int(raw)
-            if value < 0:
-                raise ValueError
-            state = replace(state, **{name: value})
-        except ValueError:
-            notices.append(f"The link's {name} '{raw[:20]}' is not a whole number ≥ 0; showing {name} 0.")
-    return state, notices
+    default = ViewState()
+    changes: dict[str, object] = {}
+    for name, raw in params.items():
+        if name == "text":
+            if not raw.strip():
+                notices.append("The link's text was empty, so the example sentence is shown.")
+            elif len(raw) > MAX_TEXT_CHARS:
+                notices.append(f"The link's text was cut to its first {MAX_TEXT_CHARS:,} characters.")
+                changes["text"] = raw[:MAX_TEXT_CHARS]
+            else:
+                changes["text"] = raw
+        elif name in ("model", "config"):
+            if _looks_like_model_id(raw) or (name == "model" and raw in CATALOGUE):
+                changes[name] = raw
+            else:
+                fallback = CATALOGUE[DEFAULT_MODEL].label if name == "model" else default.config
+                notices.append(f"Unknown {name} '{_shown(raw)}' in the link; showing {fallback}.")
+        elif name in INT_RANGES:
+            low, high = INT_RANGES[name]
+            try:
+                value = int(raw)
+            except ValueError:
+                value = None
+            if value is None or not low <= value <= high:
+                notices.append(
+                    f"The link's {name} '{_shown(raw)}' is not a whole number from {low} to {high:,}; "
+                    f"using {getattr(default, name) if getattr(default, name) is not None else 'the default'}."
+                )
+            else:
+                changes[name] = value
+        elif name in CHOICES:
+            if raw.lower() in CHOICES[name]:
+                changes[name] = raw.lower()
+            else:
+                notices.append(
+                    f"The link's {name} '{_shown(raw)}' is not one of {', '.join(CHOICES[name])}; "
+                    f"using {getattr(default, name)}."
+                )
+    return replace(default, **changes), notices
 
 
 def clamp_to_model(state: ViewState, num_layers: int, num_heads: int) -> tuple[ViewState, list[str]]:
@@ -75,14 +115,16 @@ def to_query(state: ViewState) -> dict[str, str]:
     return {
         f.name: str(getattr(state, f.name))
         for f in fields(state)
-        if getattr(state, f.name) != getattr(default, f.name)
+        if getattr(state, f.name) != getattr(default, f.name) and getattr(state, f.name) is not None
     }
 
 
-def as_dict(state: ViewState) -> dict:
-    return asdict(state)
-
-
 def _looks_like_model_id(value: str) -> bool:
-    """A hub id ("owner/name") or a folder path; nothing with spaces or control characters."""
-    return 0 < len(value) <= 200 and value.isprintable() and " " not in value and ("/" in value)
+    """A catalogue or reference name, a hub id ("owner/name") or a path: printable, no spaces or markup."""
+    return 0 < len(value) <= 200 and value.isprintable() and not any(c in value for c in ' <>"\'`')
+
+
+def _shown(raw: str) -> str:
+    """A parameter as quoted back to the user: short, printable."""
+    text = "".join(c if c.isprintable() else "?" for c in raw[:40])
+    return text + ("…" if len(raw) > 40 else "")

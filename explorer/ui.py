@@ -10,10 +10,12 @@ from dataclasses import replace
 
 import streamlit as st
 
+from explorer import kv
 from explorer.catalogue import CATALOGUE, entry_for
 from explorer.loading import LoadedModel, ModelLoadError, load_model, needs_conversion, prepare_weights
 from explorer.run import MAX_TOKENS, AttentionRun, run_attention
 from explorer.state import ViewState, clamp_to_model, parse_query, to_query
+from explorer.variants import Conversion, VariantSpec, convert
 
 OTHER_MODEL = "other"  # picker choice for a hub id or local folder
 
@@ -28,6 +30,32 @@ def _cached_model(key: str) -> LoadedModel:
 def _cached_run(key: str, text: str, max_tokens: int) -> AttentionRun:
     """One forward pass per (model, text), shared read-only (arrays are large: never copied)."""
     return run_attention(_cached_model(key), text, max_tokens)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _cached_conversion(key: str, spec: VariantSpec) -> Conversion:
+    """One converted copy per (model, variant settings), shared read-only; the original is never touched."""
+    return convert(_cached_model(key), spec)
+
+
+MEASURED_VARIANTS = (
+    VariantSpec("original"),
+    VariantSpec("mha"),
+    VariantSpec("mqa"),
+    VariantSpec("mla", latent_rank=128, svd="plain"),
+)
+
+
+@st.cache_data(show_spinner="Running SmolLM2 in each variant and weighing its cache", max_entries=8)
+def measured_caches(tokens: int) -> list[dict]:
+    """Measured vs formula cache bytes of SmolLM2 in several variants (real forward passes)."""
+    loaded = _cached_model("smollm2")
+    base = kv.attention_layout(loaded.config, "SmolLM2-135M")
+    models = [
+        (spec.label(), _cached_conversion("smollm2", spec).loaded, kv.layout_for_variant(base, spec))
+        for spec in MEASURED_VARIANTS
+    ]
+    return kv.measured_table(models, tokens)
 
 
 def get_model(key: str) -> LoadedModel | None:

@@ -23,6 +23,18 @@ def test_bad_values_fall_back_with_notices():
     assert any("Unknown model" in n for n in notices)
 
 
+def test_every_field_round_trips():
+    state = ViewState(variant="mla", kv_heads=3, latent_rank=128, rope_dims=16, config="llama-3-8b",
+                      tokens=131072, batch=8, dtype="fp8")
+    assert parse_query(to_query(state)) == (state, [])
+
+
+def test_bad_variant_settings_fall_back_with_notices():
+    state, notices = parse_query({"variant": "sparse", "kv_heads": "0", "dtype": "fp3", "tokens": "1e9"})
+    assert state == ViewState() and len(notices) == 4
+    assert "not one of original, mha, gqa, mqa, mla" in notices[0]
+
+
 def test_huge_text_is_cut_with_a_notice():
     state, notices = parse_query({"text": "a" * (MAX_TEXT_CHARS + 10)})
     assert len(state.text) == MAX_TEXT_CHARS and "cut" in notices[0]
@@ -33,7 +45,7 @@ def test_out_of_range_layer_and_head_are_clamped():
     assert (state.layer, state.head) == (29, 0) and len(notices) == 2
 
 
-@given(st.dictionaries(st.sampled_from(["text", "model", "layer", "head", "junk"]), st.text(max_size=300)))
+@given(st.dictionaries(st.sampled_from(["text", "model", "layer", "head", "variant", "kv_heads", "tokens", "dtype", "config", "junk"]), st.text(max_size=300)))
 def test_parsing_never_raises(params):
     state, notices = parse_query(params)
     assert isinstance(state, ViewState) and state.layer >= 0 and state.head >= 0

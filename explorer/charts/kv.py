@@ -105,7 +105,9 @@ def cache_size_figure(
                 hovertemplate=f"{series}<br>longest context in {memory}: {tokens:,} tokens<extra></extra>",
             )
         )
-    top = max([weight_bytes, *memory_lines.values()]) * 1.25 / GIB if memory_lines else None
+    # Show the tallest curve and at least the smallest memory line; larger GPUs matter only once curves reach them.
+    tallest = max(weight_bytes + max(values) for values in cache_bytes.values()) if cache_bytes else weight_bytes
+    top = max(tallest, min(memory_lines.values(), default=0)) * 1.15 / GIB
     figure.update_layout(
         title=title,
         height=height,
@@ -114,7 +116,7 @@ def cache_size_figure(
         yaxis=dict(
             title="weights + KV cache (GiB)",
             type="log" if log_y else "linear",
-            range=None if (log_y or top is None) else [0, top],  # curves leave the top past the largest GPU
+            range=None if log_y else [0, top],
         ),
         legend=dict(orientation="h", y=-0.2),
     )

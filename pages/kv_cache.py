@@ -1,0 +1,84 @@
+"""KV cache: how much memory each attention variant needs as the context grows, and what fits on a GPU."""
+
+import pandas as pd
+import streamlit as st
+
+from explorer import kv, ui
+from explorer.charts.kv import cache_size_figure, roofline_figure
+
+state = ui.view_state()
+ui.show_notices()
+st.title("The KV cache: attention's memory wall")
+st.caption(
+    "While a decoder generates, it keeps every past token's keys and values so it never recomputes them. "
+    "That cache grows with every token, for every layer and every sequence in the batch."
+)
+ui.explain("kv_cache")
+
+references = kv.reference_models()
+left, middle, right = st.columns([3, 2, 2])
+config_name = left.selectbox(
+    "Model", list(references), index=list(references).index(state.config) if state.config in references else 0,
+    format_func=lambda name: f"{name} ({references[name].get('_source', '').split(' ')[0]})",
+)
+dtype = middle.segmented_control("Cache dtype", list(kv.DTYPE_BITS), default=state.dtype) or state.dtype
+batch = right.number_input("Batch (sequences)", 1, 4096, state.batch)
+tokens = st.select_slider(
+    "Context length", options=kv.context_grid(2**20, points=21), value=min(kv.context_grid(2**20, points=21),
+                                                                            key=lambda t: abs(t - state.tokens)),
+    format_func=lambda t: f"{t:,}",
+)
+log_x = st.toggle("Logarithmic context axis", value=True)
+ui.set_view(config=config_name, dtype=dtype, batch=int(batch), tokens=int(tokens))
+
+layout = kv.attention_layout(references[config_name], config_name)
+if not layout.is_decoder:
+    st.info(kv.kv_cache_size(layout, tokens, batch, dtype).explanation)
+    st.stop()
+layouts = kv.variant_layouts(layout)
+weights = kv.estimate_parameters(references[config_name]).weight_bytes(dtype if dtype != "int4" else "int4")
+contexts = kv.context_grid(max(tokens, 1024), include=[w for w in layout.layer_windows if w], min_tokens=128)
+memory_lines = kv.gpu_memory_lines()
+
+st.subheader(f"{config_name}: weights + KV cache against context length")
+st.plotly_chart(
+    cache_size_figure(
+        contexts, kv.variant_cache_curves(layouts, contexts, batch, dtype), weights, memory_lines,
+        kv.variant_longest_fits(layouts, memory_lines, weights, batch, dtype), log_x=log_x,
+    ),
+    key="kv-curve",
+)
+st.caption(
+    "Dashed red lines are GPU memory sizes; × marks the longest context that fits beside the weights "
+    f"({weights / 2**30:,.1f} GiB in {dtype}). " + kv.kv_cache_size(layout, tokens, batch, dtype).explanation
+)
+st.dataframe(pd.DataFrame(kv.variant_table(layouts, tokens, batch, dtype)), hide_index=True)
+
+st.subheader("Decode speed limit: the memory roofline")
+gpu = kv.gpu_named(st.selectbox("GPU", [g.name for g in kv.GPUS], index=len(kv.GPUS) - 1))
+st.plotly_chart(
+    roofline_figure(contexts, kv.variant_roofline_curves(layouts, gpu, contexts, weights, batch, dtype), gpu.name,
+                    log_x=log_x),
+    key="kv-roofline",
+)
+st.caption(
+    f"Each decode step reads all weights and the whole cache: tokens/s ≤ {gpu.bandwidth_gb_per_s:,.0f} GB/s ÷ "
+    f"(weights + cache) × batch. Lines stop where the model no longer fits in {gpu.memory_gb:g} GB. "
+    f"Source: {gpu.source}."
+)
+
+st.subheader("Measured on the loaded model")
+st.caption(
+    "Converts SmolLM2 into each variant, runs it for real, and adds up the bytes of the cache tensors it returns, "
+    "beside the formula (fp32 on a CPU)."
+)
+measure_tokens = st.slider("Tokens to run", 16, 512, 128, step=16)
+if st.button("Measure the real caches"):
+    st.dataframe(pd.DataFrame(ui.measured_caches(measure_tokens)), hide_index=True)
+
+st.subheader("Bytes per token of well-known models")
+st.dataframe(pd.DataFrame(kv.reference_table(dtype)), hide_index=True)
+with st.expander("Which config fields were used"):
+    st.json(layout.fields_used)
+    for note in layout.notes:
+        st.markdown(f"- {note}")

@@ -1,0 +1,51 @@
+"""The KV-cache page headless: curves per variant, tables, a shared link, and measured equals formula."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.specs import figures
+
+APP = "../app.py"
+
+
+def open_kv_page(query: dict[str, str] | None = None) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=300)
+    app.query_params.update(query or {})
+    app.run()  # the home page reads the link on the session's first run
+    app.switch_page("pages/kv_cache.py")
+    return app
+
+
+@pytest.fixture
+def kv_page():
+    return open_kv_page()
+
+
+def test_the_page_draws_every_variant_of_the_default_model(kv_page):
+    kv_page.run()
+    assert not kv_page.exception
+    curve = figures(kv_page)["Memory for weights and KV cache"]
+    names = [trace["name"] for trace in curve["data"] if trace.get("showlegend", True)]
+    assert names == ["MHA (9 KV heads)", "GQA (3 KV heads), as built", "MLA (256 + 32)", "MQA (1 KV head)"]
+    variants = kv_page.dataframe[0].value
+    assert list(variants["KiB / token"]) == [67.5, 22.5, 16.875, 7.5]  # bf16, 30 layers, head_dim 64
+
+
+def test_a_shared_link_restores_model_dtype_batch_and_context():
+    kv_page = open_kv_page({"config": "llama-3-8b", "dtype": "fp8", "batch": "4", "tokens": "131072"})
+    kv_page.run()
+    assert not kv_page.exception
+    variants = kv_page.dataframe[0].value
+    as_built = variants[variants["variant"] == "GQA (8 KV heads), as built"].iloc[0]
+    assert as_built["KiB / token"] == 64.0  # 32 layers × 2 × 8 × 128 × 1 byte
+    assert as_built["cache at 131,072 tokens (GiB)"] == 32.0  # × 131,072 tokens × 4 sequences
+
+
+def test_measured_cache_equals_the_formula_in_every_variant(kv_page):
+    kv_page.run()
+    kv_page.button[0].click().run()
+    assert not kv_page.exception
+    measured = kv_page.dataframe[1].value
+    assert len(measured) == 4
+    assert (measured["measured bytes"] == measured["formula bytes"]).all()
+    assert list(measured["values / token / layer"]) == [384, 1152, 128, 128]
