@@ -6,6 +6,7 @@ Pages call these helpers and stay thin; nothing else in `explorer` imports strea
 from __future__ import annotations
 
 import html
+import urllib.parse
 from dataclasses import replace
 
 import streamlit as st
@@ -172,7 +173,30 @@ def token_strip(tokens: list[str]) -> None:
 
 
 def chart(figure, key: str | None = None) -> None:
-    st.plotly_chart(figure, key=key, config={"displaylogo": False})
+    """A plotly chart whose camera button saves a 2x PNG named after the chart."""
+    name = (key or "chart").replace(" ", "-")
+    st.plotly_chart(
+        figure,
+        key=key,
+        config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": name, "scale": 2}},
+    )
+
+
+def downloads(name: str, files: dict[str, str]) -> None:
+    """Download buttons in a row, one per format: {"csv": text, "json": text}."""
+    mime = {"csv": "text/csv", "json": "application/json"}
+    for column, (extension, data) in zip(st.columns(len(files) + 3), files.items()):
+        column.download_button(
+            f"⬇ {extension.upper()}", data, file_name=f"{name}.{extension}", mime=mime[extension], key=f"dl-{name}-{extension}"
+        )
+
+
+def share_link() -> None:
+    """The link that reopens this exact view, with a copy button, at the foot of the sidebar."""
+    base = (st.context.url or "").split("?")[0]
+    query = urllib.parse.urlencode(to_query(view_state()))
+    st.sidebar.caption("Share this view: copy the link")
+    st.sidebar.code(f"{base}?{query}" if query else base, language=None, wrap_lines=True)
 
 
 # --- Long inputs, encoder-decoder models and explanations ------------------------------------------------------
@@ -269,9 +293,9 @@ def explain(name: str) -> None:
     st.container(border=True).markdown(explanation(name))
 
 
-def beside(name: str):
+def beside(name: str, widths: tuple[int, int] = (2, 1)):
     """Two columns: returns the wide one for a chart, writes explanation `name` in the narrow one."""
-    chart_column, text_column = st.columns([3, 1])
+    chart_column, text_column = st.columns(widths)
     with text_column:
         explain(name)
     return chart_column

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from explorer import kv, ui
+from explorer import export, kv, ui
 from explorer.charts.kv import cache_size_figure, roofline_figure
 
 state = ui.view_state()
@@ -41,26 +41,26 @@ contexts = kv.context_grid(max(tokens, 1024), include=[w for w in layout.layer_w
 memory_lines = kv.gpu_memory_lines()
 
 st.subheader(f"{config_name}: weights + KV cache against context length")
-st.plotly_chart(
-    cache_size_figure(
-        contexts, kv.variant_cache_curves(layouts, contexts, batch, dtype), weights, memory_lines,
-        kv.variant_longest_fits(layouts, memory_lines, weights, batch, dtype), log_x=log_x,
-    ),
-    key="kv-curve",
-)
+curves = kv.variant_cache_curves(layouts, contexts, batch, dtype)
+fits = kv.variant_longest_fits(layouts, memory_lines, weights, batch, dtype)
+ui.chart(cache_size_figure(contexts, curves, weights, memory_lines, fits, log_x=log_x), key="kv-curve")
 st.caption(
     "Dashed red lines are GPU memory sizes; × marks the longest context that fits beside the weights "
     f"({weights / 2**30:,.1f} GiB in {dtype}). " + kv.kv_cache_size(layout, tokens, batch, dtype).explanation
 )
-st.dataframe(pd.DataFrame(kv.variant_table(layouts, tokens, batch, dtype)), hide_index=True)
+variant_rows = kv.variant_table(layouts, tokens, batch, dtype)
+st.dataframe(pd.DataFrame(variant_rows), hide_index=True)
+ui.downloads(f"kv-cache-{config_name}", {
+    "csv": export.table_csv(variant_rows),
+    "json": export.table_json(variant_rows, model=config_name, dtype=dtype, batch=batch, context_lengths=contexts,
+                              cache_bytes=curves, weight_bytes=weights,
+                              longest_fits=[dict(zip(("variant", "memory", "tokens"), f)) for f in fits]),
+})
 
 st.subheader("Decode speed limit: the memory roofline")
 gpu = kv.gpu_named(st.selectbox("GPU", [g.name for g in kv.GPUS], index=len(kv.GPUS) - 1))
-st.plotly_chart(
-    roofline_figure(contexts, kv.variant_roofline_curves(layouts, gpu, contexts, weights, batch, dtype), gpu.name,
-                    log_x=log_x),
-    key="kv-roofline",
-)
+ui.chart(roofline_figure(contexts, kv.variant_roofline_curves(layouts, gpu, contexts, weights, batch, dtype),
+                         gpu.name, log_x=log_x), key="kv-roofline")
 st.caption(
     f"Each decode step reads all weights and the whole cache: tokens/s ≤ {gpu.bandwidth_gb_per_s:,.0f} GB/s ÷ "
     f"(weights + cache) × batch. Lines stop where the model no longer fits in {gpu.memory_gb:g} GB. "
@@ -77,8 +77,11 @@ if st.button("Measure the real caches"):
     st.dataframe(pd.DataFrame(ui.measured_caches(measure_tokens)), hide_index=True)
 
 st.subheader("Bytes per token of well-known models")
-st.dataframe(pd.DataFrame(kv.reference_table(dtype)), hide_index=True)
+reference_rows = kv.reference_table(dtype)
+st.dataframe(pd.DataFrame(reference_rows), hide_index=True)
+ui.downloads(f"kv-per-token-{dtype}", {"csv": export.table_csv(reference_rows)})
 with st.expander("Which config fields were used"):
     st.json(layout.fields_used)
     for note in layout.notes:
         st.markdown(f"- {note}")
+ui.share_link()

@@ -43,3 +43,4 @@ for column, (model_key, run) in zip(st.columns(2), runs.items()):
         ui.chart(head_heatmap(run.attentions[layer, head], run.tokens, f"Layer {layer}, head {head}"),
                  key=f"{model_key}-weights")
         ui.chart(mask_heatmap(run.masks[layer], run.tokens, "Mask"), key=f"{model_key}-mask")
+ui.share_link()
