@@ -50,3 +50,18 @@ def table_csv(rows: Sequence[dict]) -> str:
 def table_json(rows: Sequence[dict], **about) -> str:
     """A table (one dict per row) as JSON, with whatever describes it."""
     return json.dumps({**about, "rows": list(rows)}, ensure_ascii=False, default=str)
+
+
+def png_export_available() -> bool:
+    """Server-side PNG export needs a Chromium-family browser on this machine (plotly renders through it)."""
+    import shutil
+
+    return any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome", "chrome"))
+
+
+def figure_png(figure, width: int = 1200, height: int | None = None, scale: float = 2.0) -> bytes:
+    """A figure as PNG bytes, rendered on the server (a few seconds): for papers and slides."""
+    if not png_export_available():
+        raise RuntimeError("PNG export on the server needs Chromium: install it (apt-get install chromium), "
+                           "or use the camera button on the chart.")
+    return figure.to_image(format="png", width=width, height=height or figure.layout.height or 500, scale=scale)

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from explorer import kv
+from explorer import export, kv
 from explorer.catalogue import CATALOGUE, entry_for
 from explorer.loading import LoadedModel, ModelLoadError, load_model, needs_conversion, prepare_weights
 from explorer.run import MAX_TOKENS, AttentionRun, run_attention
@@ -189,6 +189,16 @@ def downloads(name: str, files: dict[str, str]) -> None:
         column.download_button(
             f"⬇ {extension.upper()}", data, file_name=f"{name}.{extension}", mime=mime[extension], key=f"dl-{name}-{extension}"
         )
+
+
+def png_button(figure, name: str) -> None:
+    """Render a chart to PNG on the server (where Chromium is installed), then offer it for download."""
+    if not export.png_export_available():
+        return
+    if st.button("Render PNG", key=f"png-{name}", help="A 2x PNG for papers and slides; takes a few seconds."):
+        with st.spinner("Rendering"):
+            st.download_button("⬇ PNG", export.figure_png(figure), file_name=f"{name}.png", mime="image/png",
+                               key=f"dl-{name}-png")
 
 
 def share_link() -> None:

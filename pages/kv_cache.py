@@ -43,7 +43,8 @@ memory_lines = kv.gpu_memory_lines()
 st.subheader(f"{config_name}: weights + KV cache against context length")
 curves = kv.variant_cache_curves(layouts, contexts, batch, dtype)
 fits = kv.variant_longest_fits(layouts, memory_lines, weights, batch, dtype)
-ui.chart(cache_size_figure(contexts, curves, weights, memory_lines, fits, log_x=log_x), key="kv-curve")
+curve_figure = cache_size_figure(contexts, curves, weights, memory_lines, fits, log_x=log_x)
+ui.chart(curve_figure, key="kv-curve")
 st.caption(
     "Dashed red lines are GPU memory sizes; × marks the longest context that fits beside the weights "
     f"({weights / 2**30:,.1f} GiB in {dtype}). " + kv.kv_cache_size(layout, tokens, batch, dtype).explanation
@@ -56,6 +57,7 @@ ui.downloads(f"kv-cache-{config_name}", {
                               cache_bytes=curves, weight_bytes=weights,
                               longest_fits=[dict(zip(("variant", "memory", "tokens"), f)) for f in fits]),
 })
+ui.png_button(curve_figure, f"kv-cache-{config_name}")
 
 st.subheader("Decode speed limit: the memory roofline")
 gpu = kv.gpu_named(st.selectbox("GPU", [g.name for g in kv.GPUS], index=len(kv.GPUS) - 1))

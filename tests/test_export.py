@@ -44,3 +44,15 @@ def test_tables_export_as_csv_and_json():
     rows = [{"variant": "MHA", "KiB / token": 67.5}, {"variant": "MQA", "KiB / token": 7.5}]
     assert pd.read_csv(io.StringIO(table_csv(rows)))["KiB / token"].tolist() == [67.5, 7.5]
     assert json.loads(table_json(rows, dtype="bf16")) == {"dtype": "bf16", "rows": rows}
+
+
+def test_server_side_png_is_a_real_png():
+    import plotly.graph_objects as go
+
+    from explorer.export import figure_png, png_export_available
+
+    if not png_export_available():
+        pytest.skip("needs Chromium, which the README's test command installs")
+    png = figure_png(go.Figure(go.Heatmap(z=[[0.1, 0.9], [0.5, 0.5]])), width=300, height=200, scale=1)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[16:20], "big") == 300 and int.from_bytes(png[20:24], "big") == 200  # IHDR size
