@@ -6,6 +6,7 @@ A catalogue entry is data only; `explorer.loading` turns it into a loaded model.
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -85,6 +86,27 @@ CATALOGUE: dict[str, ModelEntry] = {
 }
 
 DEFAULT_MODEL = "smollm2"
+
+
+HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")  # "gpt2", "owner/name"
+
+
+def is_local_path(key: str) -> bool:
+    """True when `key` names a place on this machine's disk rather than a catalogue key or a hub id:
+    it exists as a file or folder, or it is written like a path ("/x", "./x", "~/x", "a/b/c", "C:\\x")."""
+    if key in CATALOGUE:
+        return False
+    if key.startswith(("/", ".", "~", "\\")) or "\\" in key or ":" in key or key.count("/") > 1:
+        return True
+    try:
+        return Path(key).expanduser().exists()
+    except (OSError, ValueError):  # a name too long or with a NUL byte is no path on this disk
+        return False
+
+
+def looks_like_hub_id(key: str) -> bool:
+    """True for "name" or "owner/name" made of letters, digits, '.', '_' and '-' (the hub's own rule)."""
+    return len(key) <= 96 and HUB_ID_PATTERN.fullmatch(key) is not None and ".." not in key
 
 
 def entry_for(key: str) -> ModelEntry:

