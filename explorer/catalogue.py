@@ -94,7 +94,7 @@ HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9.
 def is_local_path(key: str) -> bool:
     """True when `key` names a place on this machine's disk rather than a catalogue key or a hub id:
     it exists as a file or folder, or it is written like a path ("/x", "./x", "~/x", "a/b/c", "C:\\x")."""
-    if key in CATALOGUE:
+    if key in CATALOGUE or key.startswith(("https://", "http://")):  # a web address is no path on this disk
         return False
     if key.startswith(("/", ".", "~", "\\")) or "\\" in key or ":" in key or key.count("/") > 1:
         return True
