@@ -9,6 +9,7 @@ pages = st.navigation(
         st.Page("pages/attention.py", title="Attention", icon="🔍", default=True),
         st.Page("pages/self_vs_causal.py", title="Self vs causal", icon="↔️"),
         st.Page("pages/cross_attention.py", title="Cross-attention", icon="🔀"),
+        st.Page("pages/variant_lab.py", title="Variant lab", icon="🧪"),
         st.Page("pages/kv_cache.py", title="KV cache", icon="🧮"),
     ]
 )

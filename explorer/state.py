@@ -33,6 +33,9 @@ class ViewState:
     kv_heads: int | None = None  # GQA: KV heads kept (None: the variant's default)
     latent_rank: int | None = None  # MLA: size of the joint K/V latent per token and layer
     rope_dims: int | None = None  # MLA: dimensions per head that keep RoPE (decoupled key)
+    merge: str = "mean"  # GQA/MQA: how a group's KV heads become one (mean, first, aligned)
+    form: str = "naive"  # MLA: naive (RoPE after the up-projection) or decoupled (DeepSeek-V2)
+    svd: str = "data"  # MLA: latent from the weights (plain) or from K/V outputs on calibration text (data)
     # KV-cache explorer
     config: str = "smollm2-135m"  # reference config name, or a hub id / config.json path
     tokens: int = 32_768  # context length per sequence
@@ -50,7 +53,13 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "tokens": (1, 1 << 22),
     "batch": (1, 4_096),
 }
-CHOICES: dict[str, tuple[str, ...]] = {"variant": VARIANTS, "dtype": CACHE_DTYPES}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "variant": VARIANTS,
+    "dtype": CACHE_DTYPES,
+    "merge": ("mean", "first", "aligned"),
+    "form": ("naive", "decoupled"),
+    "svd": ("plain", "data"),
+}
 
 
 def parse_query(params: Mapping[str, str]) -> tuple[ViewState, list[str]]:

@@ -15,8 +15,12 @@ from explorer import export, kv
 from explorer.catalogue import CATALOGUE, entry_for
 from explorer.loading import LoadedModel, ModelLoadError, load_model, needs_conversion, prepare_weights
 from explorer.run import MAX_TOKENS, AttentionRun, run_attention
-from explorer.state import ViewState, clamp_to_model, parse_query, to_query
-from explorer.variants import Conversion, VariantSpec, convert
+from explorer.state import VARIANTS, ViewState, clamp_to_model, parse_query, to_query
+import torch
+
+from explorer.quality import Quality, Reference, compare, evaluation_ids, reference
+from explorer.variants import Calibration, Conversion, VariantSpec, calibrate, convert
+from explorer.variants.report import absorbed_vs_naive
 
 OTHER_MODEL = "other"  # picker choice for a hub id or local folder
 
@@ -33,10 +37,73 @@ def _cached_run(key: str, text: str, max_tokens: int) -> AttentionRun:
     return run_attention(_cached_model(key), text, max_tokens)
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _cached_calibration(key: str, tokens: int) -> Calibration:
+    """Input statistics of the original model on calibration prose (never the evaluation prose)."""
+    return calibrate(_cached_model(key), tokens)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
 def _cached_conversion(key: str, spec: VariantSpec) -> Conversion:
     """One converted copy per (model, variant settings), shared read-only; the original is never touched."""
-    return convert(_cached_model(key), spec)
+    calibration = _cached_calibration(key, spec.calibration_tokens) if spec.uses_calibration() else None
+    return convert(_cached_model(key), spec, calibration)
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _cached_reference(key: str) -> Reference:
+    """The original model's logits on the evaluation prose, the yardstick for every variant."""
+    loaded = _cached_model(key)
+    return reference(loaded.model, evaluation_ids(loaded.tokenizer, LAB_EVAL_CHUNKS, LAB_EVAL_CHUNK_TOKENS))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _cached_quality(key: str, spec: VariantSpec) -> Quality:
+    return compare(_cached_conversion(key, spec).loaded.model, _cached_reference(key))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _cached_variant_run(key: str, spec: VariantSpec, text: str) -> AttentionRun:
+    return run_attention(_cached_conversion(key, spec).loaded, text)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _cached_absorb_gap(key: str, spec: VariantSpec, text: str) -> float:
+    loaded = _cached_conversion(key, spec).loaded
+    input_ids = torch.tensor([loaded.tokenizer(text)["input_ids"][:64]])  # (1, T)
+    return absorbed_vs_naive(loaded.model, input_ids)
+
+
+LAB_EVAL_CHUNKS, LAB_EVAL_CHUNK_TOKENS = 4, 256  # the same 1,024 evaluation tokens as the committed report
+
+
+def get_conversion(key: str, spec: VariantSpec) -> Conversion | None:
+    """The converted model (converted once, shared); None with a message when the settings cannot work."""
+    try:
+        with st.spinner(f"Converting to {spec.label()} (a few seconds, once)"):
+            return _cached_conversion(key, spec)
+    except ValueError as error:
+        st.error(str(error))
+        return None
+
+
+def variant_quality(key: str, spec: VariantSpec) -> tuple[Quality, Reference]:
+    """Perplexity, KL and top-1 agreement of a variant against the original, on 1,024 held-out tokens."""
+    with st.spinner("Measuring quality on held-out news prose"):
+        ref = _cached_reference(key)
+        if spec.variant == "original":  # the yardstick itself: identical logits by definition
+            return Quality(ref.perplexity, 0.0, 1.0, 0.0, int(ref.input_ids[:, 1:].numel()), ref.seconds), ref
+        return _cached_quality(key, spec), ref
+
+
+def variant_run(key: str, spec: VariantSpec, text: str) -> AttentionRun:
+    return _cached_variant_run(key, spec, text)
+
+
+def absorb_gap(key: str, spec: VariantSpec, text: str) -> float:
+    """Max |logit difference| between the absorbed and naive paths of a decoupled MLA model, in float64."""
+    with st.spinner("Running both MLA paths in float64"):
+        return _cached_absorb_gap(key, spec, text)
 
 
 MEASURED_VARIANTS = (
@@ -160,6 +227,41 @@ def layer_and_head(num_layers: int, num_heads: int) -> tuple[int, int]:
     head = state.head if head is None else head
     set_view(layer=layer, head=head)
     return layer, head
+
+
+def variant_controls(shape) -> tuple:
+    """Variant and its settings, kept in the URL: (variant, kv_heads, latent_rank, rope_dims, merge, form, svd)."""
+    state = view_state()
+    variant = st.segmented_control(
+        "Attention variant", list(VARIANTS), default=state.variant,
+        format_func=lambda v: {"original": "Original (GQA)"}.get(v, v.upper()),
+    ) or state.variant
+    kv_heads, latent_rank, rope_dims = state.kv_heads, state.latent_rank, state.rope_dims
+    merge, form, svd = state.merge, state.form, state.svd
+    left, middle, right = st.columns(3)
+    merges = {"mean": "mean-pool (GQA paper)", "first": "keep the first head", "aligned": "aligned merge"}
+    if variant == "gqa":
+        choices = [n for n in range(1, shape.heads + 1) if shape.heads % n == 0]
+        kv_heads = left.select_slider("KV heads", choices, value=kv_heads if kv_heads in choices else shape.kv_heads)
+    if variant in ("gqa", "mqa"):
+        merge = middle.radio("Merge a group by", list(merges), index=list(merges).index(merge), format_func=merges.get)
+    if variant == "mla":
+        full = 2 * shape.kv_heads * shape.head_dim
+        latent_rank = left.slider("Latent rank (values cached per token and layer)", 16, full,
+                                  latent_rank if latent_rank and latent_rank <= full else 128, step=16)
+        form = middle.radio("Form", ["naive", "decoupled"], index=["naive", "decoupled"].index(form),
+                            format_func={"naive": "naive: RoPE after the up-projection",
+                                         "decoupled": "decoupled RoPE (DeepSeek-V2), absorbed"}.get)
+        svd = right.radio("Latent from", ["data", "plain"], index=["data", "plain"].index(svd),
+                          format_func={"data": "K/V outputs on calibration text", "plain": "the weights (plain SVD)"}.get)
+        if form == "decoupled":
+            rope_dims = left.select_slider("RoPE dims (shared key)", [8, 16, 32, 48, 64],
+                                           value=rope_dims if rope_dims in (8, 16, 32, 48, 64) else 32)
+            merge = middle.radio("Merge RoPE keys by", ["mean", "aligned"],
+                                 index=1 if merge == "aligned" else 0, format_func=merges.get)
+    set_view(variant=variant, kv_heads=kv_heads, latent_rank=latent_rank, rope_dims=rope_dims,
+             merge=merge, form=form, svd=svd)
+    return variant, kv_heads, latent_rank, rope_dims, merge, form, svd
 
 
 def token_strip(tokens: list[str]) -> None:

@@ -1,0 +1,116 @@
+"""Charts of the variant lab: the quality-vs-cache frontier, how alike heads are, what the MLA latent keeps."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+FAMILY_COLOURS = {
+    "original": "#111827",
+    "mha": "#6b7280",
+    "gqa / mqa": "#2563eb",
+    "mla (naive)": "#16a34a",
+    "mla (decoupled RoPE)": "#dc2626",
+}
+
+
+def family(label: str) -> str:
+    """Group a variant label ("mqa kv=1 mean", "mla naive r=128 data") into a legend family."""
+    if label.startswith(("gqa", "mqa")):
+        return "gqa / mqa"
+    if label.startswith("mla"):
+        return "mla (decoupled RoPE)" if "decoupled" in label else "mla (naive)"
+    return label.split()[0]
+
+
+def frontier_figure(
+    points: Sequence[dict], original_perplexity: float, current: dict | None = None, height: int = 460
+) -> go.Figure:
+    """Perplexity (log) against KV values cached per token and layer, one marker per measured variant.
+
+    Each point is {"label", "values", "perplexity"}; `current` (same keys) is drawn as a star on top.
+    """
+    if original_perplexity <= 0:
+        raise ValueError("The original perplexity must be positive.")
+    for point in [*points, *([current] if current else [])]:
+        if point["values"] <= 0 or not point["perplexity"] > 0:
+            raise ValueError(f"The point '{point['label']}' needs positive cache values and perplexity.")
+    figure = go.Figure()
+    for name, colour in FAMILY_COLOURS.items():
+        members = [p for p in points if family(p["label"]) == name]
+        if not members:
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=[p["values"] for p in members],
+                y=[p["perplexity"] for p in members],
+                mode="markers",
+                name=name,
+                marker=dict(color=colour, size=10, opacity=0.8),
+                customdata=[p["label"] for p in members],
+                hovertemplate="%{customdata}<br>%{x} values/token/layer<br>perplexity %{y:,.1f}<extra></extra>",
+            )
+        )
+    if current:
+        figure.add_trace(
+            go.Scatter(
+                x=[current["values"]], y=[current["perplexity"]], mode="markers+text", name="your choice",
+                text=[current["label"]], textposition="top center",
+                marker=dict(symbol="star", size=20, color="#f59e0b", line=dict(color="#111827", width=1)),
+                hovertemplate=f"{current['label']}<br>%{{x}} values/token/layer<br>perplexity %{{y:,.1f}}<extra></extra>",
+            )
+        )
+    figure.add_hline(y=original_perplexity, line=dict(color="#111827", dash="dot"),
+                     annotation_text=f"original {original_perplexity:.1f}", annotation_position="bottom left")
+    figure.add_hline(y=original_perplexity * 1.05, line=dict(color="#16a34a", dash="dash", width=1),
+                     annotation_text="+5%", annotation_position="top left")
+    figure.update_layout(
+        title="Quality against cache size (lower left is better)", height=height,
+        margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2),
+        xaxis=dict(title="KV values cached per token per layer", type="log"),
+        yaxis=dict(title="perplexity on held-out news prose", type="log"),
+    )
+    return figure
+
+
+def similarity_heatmap(similarity: np.ndarray, kv_heads: int, title: str, height: int = 380) -> go.Figure:
+    """(H, H) similarity of heads' patterns, with a box around each group of heads sharing a KV head."""
+    num_heads = similarity.shape[0]
+    if similarity.shape != (num_heads, num_heads):
+        raise ValueError(f"Expected a square (heads, heads) matrix; got shape {similarity.shape}.")
+    if kv_heads < 1 or num_heads % kv_heads:
+        raise ValueError(f"{num_heads} query heads cannot share {kv_heads} KV heads evenly.")
+    labels = [f"H{h}" for h in range(num_heads)]
+    figure = go.Figure(
+        go.Heatmap(
+            z=similarity, x=labels, y=labels, zmin=0, zmax=1, colorscale="Purples",
+            colorbar=dict(title="cosine", thickness=12),
+            hovertemplate="%{y} vs %{x}<br>similarity %{z:.2f}<extra></extra>",
+        )
+    )
+    size = num_heads // kv_heads
+    for group in range(kv_heads if size > 1 else 0):
+        edge = group * size - 0.5
+        figure.add_shape(type="rect", x0=edge, x1=edge + size, y0=edge, y1=edge + size,
+                         line=dict(color="#f59e0b", width=3))
+    figure.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50, b=10))
+    figure.update_yaxes(autorange="reversed", scaleanchor="x")
+    return figure
+
+
+def energy_bars(energy_kept: Sequence[float], latent_ranks: Sequence[int], height: int = 300) -> go.Figure:
+    """Per layer: the share of K/V energy the latent keeps (bars), with each layer's latent width in the hover."""
+    if len(energy_kept) != len(latent_ranks):
+        raise ValueError(f"{len(energy_kept)} energies but {len(latent_ranks)} latent ranks were given.")
+    figure = go.Figure(
+        go.Bar(
+            x=[f"L{i}" for i in range(len(energy_kept))], y=list(energy_kept), customdata=list(latent_ranks),
+            marker_color="#16a34a",
+            hovertemplate="%{x}: keeps %{y:.1%} of the energy<br>latent width %{customdata}<extra></extra>",
+        )
+    )
+    figure.update_layout(title="Energy the latent keeps, per layer", height=height, margin=dict(l=10, r=10, t=50, b=10),
+                         yaxis=dict(title="share of K/V energy", range=[0, 1], tickformat=".0%"))
+    return figure

@@ -1,0 +1,94 @@
+"""Variant lab: convert SmolLM2's attention to MHA, GQA, MQA or MLA and see what changes and what it costs."""
+
+import pandas as pd
+import streamlit as st
+
+from explorer import export, lab, ui
+from explorer.charts.attention import head_heatmap
+from explorer.charts.variants import energy_bars, frontier_figure, similarity_heatmap
+from explorer.stats import group_similarity, pattern_similarity
+from explorer.variants import attention_shape
+
+MODEL = "smollm2"  # conversions support the Llama family; SmolLM2 is the embedded one
+
+ui.text_box()
+state = ui.view_state()
+ui.show_notices()
+st.title("Variant lab: MHA, GQA, MQA and MLA on a real model")
+original = ui.get_model(MODEL)
+if original is None:
+    st.stop()
+shape = attention_shape(original.config, "SmolLM2")
+st.caption(f"{original.entry.description} Every number below is measured on the converted model.")
+
+spec, notices = lab.spec_from_view(*ui.variant_controls(shape), shape)
+ui.show_notices(notices)
+conversion = ui.get_conversion(MODEL, spec)
+if conversion is None:
+    st.stop()
+quality, ref = ui.variant_quality(MODEL, spec)
+values = lab.cached_values(spec, shape)
+original_values = shape.kv_values_per_layer
+
+cache, ppl, kl, top1, seconds = st.columns(5)
+cache.metric("KV values / token / layer", f"{values:.0f}", f"{values / original_values - 1:+.0%} vs original",
+             delta_color="inverse")
+ppl.metric("Perplexity", f"{quality.perplexity:,.1f}", f"{quality.perplexity / ref.perplexity - 1:+.1%}",
+           delta_color="inverse")
+kl.metric("KL from original (nats)", f"{quality.kl:.3f}")
+top1.metric("Top-1 agreement", f"{quality.top1_agreement:.1%}")
+seconds.metric("Conversion", f"{conversion.seconds:.1f} s")
+if (reading := lab.verdict(spec, quality.perplexity, ref.perplexity)) is not None:
+    (st.success if quality.perplexity <= 1.05 * ref.perplexity else st.warning)(reading)
+
+st.subheader("The same head, before and after")
+run = ui.get_run(MODEL, state.text)
+converted_run = ui.variant_run(MODEL, spec, state.text)
+layer, head = ui.layer_and_head(run.num_layers, run.num_heads)
+before, after = st.columns(2)
+with before:
+    ui.chart(head_heatmap(run.attentions[layer, head], run.tokens, f"Original: layer {layer}, head {head}"),
+             key="lab-original")
+with after:
+    ui.chart(head_heatmap(converted_run.attentions[layer, head], run.tokens,
+                          f"{spec.label()}: layer {layer}, head {head}"), key="lab-converted")
+ui.downloads(f"attention-{spec.label().replace(' ', '-')}-L{layer}H{head}",
+             {"csv": export.attention_csv(converted_run.attentions[layer, head], run.tokens)})
+
+st.subheader("Heads that share a KV head")
+kv_heads = lab.kv_groups(spec, shape)
+similarity = pattern_similarity(converted_run.attentions[layer])
+with ui.beside("mqa_gqa"):
+    if kv_heads < shape.heads:
+        title = f"How alike the heads of layer {layer} look (orange: heads sharing one of {kv_heads} KV heads)"
+    else:
+        title = f"How alike the heads of layer {layer} look (every head has its own keys and values)"
+    ui.chart(similarity_heatmap(similarity, kv_heads, title), key="groups")
+    if kv_heads < shape.heads:
+        groups = group_similarity(similarity, kv_heads)
+        st.caption("Mean similarity between heads of the same group: "
+                   + ", ".join(f"KV{g} {s:.2f}" for g, s in enumerate(groups))
+                   + ". Sharing keys and values pulls a group's patterns together; queries still differ.")
+
+if spec.variant == "mla":
+    st.subheader("MLA inside")
+    with ui.beside("mla"):
+        rope = spec.rope_dims if spec.form == "decoupled" else 0
+        st.markdown(f"Each token caches a **{spec.latent_rank}-wide latent**" +
+                    (f" plus a **{rope}-wide RoPE key** shared by all heads" if rope else "") +
+                    f", instead of {original_values} key and value numbers.")
+        ui.chart(energy_bars(conversion.energy_kept, conversion.latent_ranks), key="energy")
+        if spec.form == "decoupled":
+            gap = ui.absorb_gap(MODEL, spec, state.text)
+            st.metric("Absorbed vs naive path, max |logit difference| (float64)", f"{gap:.1e}")
+
+st.subheader("The frontier: quality against cache size")
+report = lab.committed_report(MODEL)
+points = lab.frontier_points(report) if report else []
+current = {"label": spec.label(), "values": values, "perplexity": quality.perplexity}
+ui.chart(frontier_figure(points, ref.perplexity, current), key="frontier")
+st.caption("Each marker is a variant converted and measured by `python -m explorer variants` on the same 1,024 "
+           "held-out tokens (committed results); the star is your choice, measured now.")
+if points:
+    ui.downloads("variant-frontier", {"csv": export.table_csv(points), "json": export.table_json(points)})
+ui.share_link()
