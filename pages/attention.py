@@ -19,22 +19,33 @@ if run is None:
     st.stop()
 model = ui.get_model(model_key)
 num_tokens = len(run.tokens)
-st.caption(f"{model.entry.description} Running on {model.device.type}.")
-with st.expander(f"{num_tokens} tokens, as the model sees them", expanded=num_tokens <= 64):
-    ui.token_strip(run.tokens)
+with ui.beside("qkv"):
+    st.caption(f"{model.entry.description} Running on {model.device.type}.")
+    with st.expander(f"{num_tokens} tokens, as the model sees them", expanded=num_tokens <= 64):
+        ui.token_strip(run.tokens)
+    layer, head = ui.layer_and_head(run.num_layers, run.num_heads)
+    log = ui.log_scale()
+    st.caption("Each square below is a head: **row = query** (the token looking), **column = key** (the token "
+               "looked at); darker means more attention, and every row sums to 1.")
 
-layer, head = ui.layer_and_head(run.num_layers, run.num_heads)
-log = ui.log_scale()
 weights = ui.get_layer(model_key, run, layer)  # (H, T, T)
 kv_heads = getattr(model.config, "num_key_value_heads", None)
 with ui.beside("multi_head"):
-    st.caption("Each small square is one head: **row = query** (the token looking), **column = key** (the token "
-               "looked at); darker means more attention, and every row sums to 1.")
     ui.chart(head_grid(weights, run.tokens, f"Layer {layer}: all {run.num_heads} heads", kv_heads,
                        max_cells=48, log_scale=log), key="grid")
 
 first, end = ui.zoom_region(num_tokens)
-tokens, allowed = run.tokens[first:end], run.mask(layer)[first:end, first:end]  # the region drawn token by token
+zoomed = end - first < num_tokens
+if zoomed:
+    pooled_column, note_column = st.columns([2, 1])
+    with pooled_column:
+        ui.chart(pooled_heatmap(weights[head], f"Layer {layer}, head {head}: all {num_tokens} tokens, pooled",
+                                zoom=(first, end), log_scale=log), key="pooled")
+    note_column.caption(f"All {num_tokens} tokens, averaged in blocks so the picture stays small. The red square "
+                        f"is the region drawn token by token below (tokens {first}–{end - 1}); its rows need not "
+                        "sum to 1, because the rest of each row lies on keys outside the region.")
+
+region = f"<br>tokens {first}–{end - 1}" if zoomed else ""
 window = run.layer_windows[layer]
 if run.kind == "encoder":
     mask_title = "Mask: none (an encoder lets every token see every token)"
@@ -42,24 +53,14 @@ elif window is not None and window < num_tokens:
     mask_title = f"Mask: causal, sliding window of {window} tokens"
 else:
     mask_title = "Mask: causal (a token sees only itself and earlier tokens)"
-zoomed = end - first < num_tokens
-head_title = f"Layer {layer}, head {head}" + (f": tokens {first}–{end - 1}" if zoomed else "")
-columns = st.columns(4 if zoomed else 3)
-if zoomed:
-    with columns[0]:
-        ui.chart(pooled_heatmap(weights[head], f"Layer {layer}, head {head}: all {num_tokens} tokens, pooled",
-                                zoom=(first, end), log_scale=log), key="pooled")
-with columns[-3]:
-    ui.chart(head_heatmap(weights[head, first:end, first:end], tokens, head_title, first_query=first,
-                          first_key=first, log_scale=log), key="head")
-with columns[-2]:
-    ui.chart(mask_heatmap(allowed, tokens, mask_title + (f": tokens {first}–{end - 1}" if zoomed else ""),
-                          first=first), key="mask")
-with columns[-1]:
-    ui.explain("self_causal" if not zoomed else "qkv")
-if zoomed:
-    st.caption("The red square on the pooled picture is the region drawn token by token; its rows need not "
-               "sum to 1, because the rest of each row lies on keys outside the region.")
+with ui.beside("self_causal", (3, 1)):
+    head_column, mask_column = st.columns(2)
+    with head_column:
+        ui.chart(head_heatmap(weights[head, first:end, first:end], run.tokens[first:end], f"Layer {layer}, head {head}"
+                              + region, first_query=first, first_key=first, log_scale=log), key="head")
+    with mask_column:
+        ui.chart(mask_heatmap(run.mask(layer)[first:end, first:end], run.tokens[first:end],
+                              mask_title.replace(" (", "<br>(") + region, first=first), key="mask")
 
 st.subheader("Every head in three numbers")
 with ui.beside("head_summaries"):

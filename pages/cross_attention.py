@@ -25,7 +25,7 @@ target = st.text_input("Decoder text", value=state.text if untrained else "", ke
 run = ui.get_cross_run(model_key, state.text, target)
 if run is None:
     st.stop()
-note = f" · {UNTRAINED_NOTE}" if untrained else ""
+note = f"<br>{UNTRAINED_NOTE}" if untrained else ""
 
 st.markdown("**Encoder reads:**")
 ui.token_strip(run.source_tokens)
@@ -37,21 +37,21 @@ encoder_layer = left.slider("Encoder layer", 0, run.encoder.shape[0] - 1, run.en
 decoder_layer = middle.slider("Decoder layer", 0, run.decoder.shape[0] - 1, run.decoder.shape[0] - 1)
 head = right.selectbox("Head", range(run.cross.shape[1]), format_func=lambda h: f"H{h}")
 
-with ui.beside("self_causal"):
-    ui.chart(head_grid(run.cross[decoder_layer], run.target_tokens, f"Cross-attention, decoder layer {decoder_layer}: "
-                       f"all heads{note}", key_tokens=run.source_tokens), key="cross-grid")
-
 encoder_column, decoder_column, cross_column = st.columns(3)
 with encoder_column:
     ui.chart(head_heatmap(run.encoder[encoder_layer, head], run.source_tokens,
-                          f"Encoder self-attention, layer {encoder_layer}, head {head}{note}"), key="encoder")
+                          f"Encoder self-attention<br>layer {encoder_layer}, head {head}{note}"), key="encoder")
     st.caption("No mask: every input token sees every other.")
 with decoder_column:
     ui.chart(head_heatmap(run.decoder[decoder_layer, head], run.target_tokens,
-                          f"Decoder causal self-attention, layer {decoder_layer}, head {head}{note}"), key="decoder")
+                          f"Decoder causal self-attention<br>layer {decoder_layer}, head {head}{note}"), key="decoder")
     st.caption("Causal: each output token sees only itself and the tokens before it.")
 with cross_column:
     ui.chart(head_heatmap(run.cross[decoder_layer, head], run.target_tokens,
-                          f"Cross-attention, layer {decoder_layer}, head {head}{note}", key_tokens=run.source_tokens),
+                          f"Cross-attention<br>layer {decoder_layer}, head {head}{note}", key_tokens=run.source_tokens),
              key="cross")
     st.caption("Rows: decoder tokens (queries). Columns: encoder tokens (keys). Nothing is masked.")
+
+with ui.beside("self_causal"):
+    ui.chart(head_grid(run.cross[decoder_layer], run.target_tokens, f"Cross-attention, decoder layer {decoder_layer}: "
+                       f"all heads{note}", columns=2, key_tokens=run.source_tokens), key="cross-grid")

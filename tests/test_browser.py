@@ -76,3 +76,37 @@ def test_self_vs_causal_page(server, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "self_vs_causal.png", full_page=True)
     page.close()
+
+
+def choose_context(page, tokens: int) -> None:
+    """Pick a context length in the sidebar: the text filled up with news prose to `tokens` tokens."""
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Context length").click()
+    page.get_by_role("option", name=f"{tokens} tokens: your text, then news prose").click()
+
+
+def test_a_long_context_draws_pooled_overview_summaries_and_zoom(server, browser):
+    page = open_page(browser, server, height=3200)
+    page.wait_for_selector('[data-testid="stPlotlyChart"] g.heatmaplayer image', timeout=120_000)
+    choose_context(page, 256)
+    page.get_by_text("all 256 tokens, pooled").first.wait_for(timeout=300_000)
+    wait_idle(page, timeout_ms=300_000)
+    titles = page.locator('[data-testid="stPlotlyChart"] g.g-gtitle text').all_text_contents()
+    assert any(t.endswith("tokens 0–63") for t in titles) and "All heads × layers" in titles
+    assert "Weight on the first token" in titles
+    assert page.locator('[data-testid="stPlotlyChart"] g.heatmaplayer image').count() >= 8
+    assert page.get_by_text("Why several heads?").count() == 1  # the words beside the picture
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "long_inputs_256.png", full_page=True)
+    page.close()
+
+
+def test_cross_attention_page_shows_three_kinds_and_says_untrained(server, browser):
+    page = open_page(browser, f"{server}/cross_attention", height=2000)
+    page.wait_for_selector('[data-testid="stPlotlyChart"] g.heatmaplayer image', timeout=120_000)
+    wait_idle(page)
+    titles = page.locator('[data-testid="stPlotlyChart"] g.g-gtitle text').all_text_contents()
+    assert len(titles) == 4 and all("untrained (random weights)" in t for t in titles)
+    assert page.get_by_text("Its weights are random").count() == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "cross_attention.png", full_page=True)
+    page.close()

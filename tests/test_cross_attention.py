@@ -71,11 +71,11 @@ def test_cross_attention_page_labels_the_untrained_model_everywhere():
     specs = figures(app)
     assert len(specs) == 4 and all(UNTRAINED_NOTE in title for title in specs)
     assert any("untrained (random weights)" in w.value for w in app.warning)
-    cross = specs["Cross-attention, layer 1, head 0 · untrained (random weights)"]
+    cross = specs["Cross-attention<br>layer 1, head 0<br>untrained (random weights)"]
     assert array(cross["data"][0]["z"]).shape == (12, 11)  # decoder reads [PAD] + the 11 source tokens
     assert cross["layout"]["xaxis"]["ticktext"][0] == "[CLS]" and cross["layout"]["yaxis"]["ticktext"][0] == "[PAD]"
 
     app.text_input(key="target-tiny-t5-untrained").set_value("hungry giant").run()
     assert not app.exception
-    cross = figures(app)["Cross-attention, layer 1, head 0 · untrained (random weights)"]
+    cross = figures(app)["Cross-attention<br>layer 1, head 0<br>untrained (random weights)"]
     assert cross["layout"]["yaxis"]["ticktext"] == ["[PAD]", "[CLS]", "hungry", "giant", "[SEP]"]

@@ -101,7 +101,7 @@ def test_home_page_at_256_tokens_stays_within_the_payload_budget():
     assert sizes["All heads × layers"] < 1_000_000, sizes
     assert sum(sizes.values()) < PAYLOAD_BUDGET, sizes
     specs = figures(app)
-    zoom = specs["Layer 0, head 0: tokens 0–63"]
+    zoom = specs["Layer 0, head 0<br>tokens 0–63"]
     assert array(zoom["data"][0]["z"]).shape == (64, 64) and zoom["data"][0]["customdata"][0][1] == ["#0 The", "#1 giant"]
     assert array(specs["Layer 0, head 0: all 256 tokens, pooled"]["data"][0]["z"]).shape == (128, 128)
     assert array(specs["All heads × layers"]["data"][0]["z"]).shape == (9 * 25 - 1, 30 * 25 - 1)
@@ -110,7 +110,7 @@ def test_home_page_at_256_tokens_stays_within_the_payload_budget():
     app.slider(key="zoom").set_value((100, 164)).run()
     app.toggle(key="log_scale").set_value(True).run()
     assert not app.exception
-    zoom = figures(app)["Layer 0, head 0: tokens 100–163"]
+    zoom = figures(app)["Layer 0, head 0<br>tokens 100–163"]
     assert array(zoom["data"][0]["y"])[0] == 100 and zoom["data"][0]["zmin"] == -4  # true positions, log colours
     assert any("Why several heads?" in m.value for m in app.markdown)  # the words beside the picture
 

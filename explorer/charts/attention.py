@@ -52,6 +52,11 @@ def colour_scale(weights: np.ndarray, log_scale: bool) -> dict:
     )
 
 
+def _margin(title: str) -> dict:
+    """Room above the plot for the title (each "<br>" adds a line) and the key axis drawn on top."""
+    return dict(l=10, r=10, t=100 + 20 * title.count("<br>"), b=10)
+
+
 def _weight_hover(log_scale: bool) -> str:
     return "log₁₀ weight %{z:.2f}" if log_scale else "weight %{z:.3f}"
 
@@ -93,8 +98,9 @@ def head_heatmap(
             **colour_scale(weights, log_scale),
         )
     )
-    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=dict(l=10, r=10, t=100, b=10))
-    figure.update_xaxes(title="key (attended to)", side="top", tickangle=-45, **_token_axis(key_tokens, first=first_key))
+    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=_margin(title))
+    # Fewer labels across than down: rotated labels need more room than stacked ones.
+    figure.update_xaxes(title="key (attended to)", side="top", tickangle=-45, **_token_axis(key_tokens, 24, first_key))
     figure.update_yaxes(title="query (attending)", autorange="reversed", **_token_axis(tokens, first=first_query))
     return figure
 
@@ -123,7 +129,7 @@ def pooled_heatmap(
         first, end = zoom
         figure.add_shape(type="rect", x0=first - 0.5, x1=end - 0.5, y0=first - 0.5, y1=end - 0.5,
                          line=dict(color="#dc2626", width=2))
-    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=dict(l=10, r=10, t=100, b=10))
+    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=_margin(title))
     figure.update_xaxes(title="key position (token)", side="top")
     figure.update_yaxes(title="query position (token)", autorange="reversed")
     return figure
@@ -152,8 +158,8 @@ def mask_heatmap(
             hovertemplate="query #%{y}<br>key #%{x}<br>allowed %{z}<extra></extra>",
         )
     )
-    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=dict(l=10, r=10, t=100, b=10))
-    figure.update_xaxes(title="key", side="top", tickangle=-45, **_token_axis(tokens, first=first))
+    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=_margin(title))
+    figure.update_xaxes(title="key", side="top", tickangle=-45, **_token_axis(tokens, 24, first))
     figure.update_yaxes(title="query", autorange="reversed", **_token_axis(tokens, first=first))
     return figure
 
@@ -310,6 +316,6 @@ def summary_heatmap(values: np.ndarray, title: str, unit: str, colours: str = "V
         )
     )
     figure.update_layout(title=title, height=140 + 22 * num_heads, margin=dict(l=10, r=10, t=50, b=10))
-    figure.update_xaxes(title="layer", dtick=max(1, num_layers // 10))
+    figure.update_xaxes(title="layer", dtick=5 if num_layers > 12 else 1)
     figure.update_yaxes(title="head", autorange="reversed", dtick=1)
     return figure
