@@ -12,6 +12,7 @@ fi
 mkdir -p "$out"
 # Only what the app runs: the committed files of these folders (no tests, benchmarks or screenshots).
 git archive --format=tar HEAD app.py explorer pages assets .streamlit | tar -x -C "$out"
-cp deploy/requirements.txt "$out/requirements.txt"
+# The host's requirements: its extras (CPU torch index, psutil, gensim), then the app's own pins unchanged.
+cat deploy/requirements-host.txt requirements.txt > "$out/requirements.txt"
 cp deploy/huggingface-space/README.md "$out/README.md"
 echo "Bundle written to $out. Push it to a Space, or to a repository that Streamlit Community Cloud runs."
