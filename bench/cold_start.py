@@ -8,13 +8,13 @@ so the packaged GGUF is converted while a progress bar shows).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from bench.common import report
 from tests.browser import launch, streamlit_server
 
 HEATMAP = '[data-testid="stPlotlyChart"] g.heatmaplayer image'
@@ -48,16 +48,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as empty_cache:
             first_run, progress_shown = seconds_to_first_heatmap(playwright, empty_cache)
         cached, _ = seconds_to_first_heatmap(playwright, None)
-    figures = {
-        "cold_start_cached_s": round(cached, 1),
-        "cold_start_first_run_s": round(first_run, 1),
-        "first_run_progress_shown": progress_shown,
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    report(
+        {
+            "cold_start_cached_s": round(cached, 1),
+            "cold_start_first_run_s": round(first_run, 1),
+            "first_run_progress_shown": progress_shown,
+        },
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ Both figures come from the same process and the same 16-token sentence with the 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+
+from bench.common import report
 
 SENTENCE = "The old lighthouse keeper watched the storm roll across the bay while his old dog slept"
 REPEATS = 15
@@ -52,23 +52,17 @@ def main() -> None:
     change_head = median_seconds(lambda: app.get("button_group")[0].set_value(next(heads) % 9).run())
     assert not app.exception, app.exception
 
-    figures = {
-        "tokens": int(input_ids.shape[1]),
-        "device": loaded.device.type,
-        "bare_eager_forward_s": round(forward, 4),
-        "change_layer_server_s": round(change_layer, 4),
-        "change_head_server_s": round(change_head, 4),
-        "change_layer_over_forward": round(change_layer / forward, 2),
-        "change_head_over_forward": round(change_head / forward, 2),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    report(
+        {
+            "tokens": int(input_ids.shape[1]),
+            "bare_eager_forward_s": round(forward, 4),
+            "change_layer_server_s": round(change_layer, 4),
+            "change_head_server_s": round(change_head, 4),
+            "change_layer_over_forward": round(change_layer / forward, 2),
+            "change_head_over_forward": round(change_head / forward, 2),
+        },
+        args.json,
+    )
 
 
 if __name__ == "__main__":
