@@ -48,8 +48,10 @@ def main() -> None:
     app.run()
     layers = iter(range(1, 10_000))
     heads = iter(range(1, 10_000))
-    change_layer = median_seconds(lambda: app.slider[0].set_value(next(layers) % 30).run())
-    change_head = median_seconds(lambda: app.get("button_group")[0].set_value(next(heads) % 9).run())
+    layer_slider = lambda: next(s for s in app.slider if s.label == "Layer")  # noqa: E731
+    head_buttons = lambda: next(b for b in app.get("button_group") if b.label == "Head")  # noqa: E731
+    change_layer = median_seconds(lambda: layer_slider().set_value(next(layers) % 30).run())
+    change_head = median_seconds(lambda: head_buttons().set_value(next(heads) % 9).run())
     assert not app.exception, app.exception
 
     report(
