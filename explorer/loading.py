@@ -91,6 +91,8 @@ def load_model(
     """
     report = progress or (lambda fraction, message: None)
     settings = settings or read_settings()
+    if not key.strip():
+        raise ModelLoadError("No model was named: pick one in the sidebar, or type a Hugging Face id (owner/name).")
     check_allowed(key, settings)
     entry = entry_for(key)
     target_device, dtype = pick_device(device)
