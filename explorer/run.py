@@ -196,6 +196,9 @@ def overview_attention(
         raise ValueError("The text is empty: type a sentence to see where the model attends.")
     token_ids, truncated = encode(loaded, text, max_tokens)
     num_tokens = len(token_ids)
+    limit = getattr(loaded.config, "max_position_embeddings", None)
+    if limit is not None and num_tokens > limit:
+        raise ValueError(f"{loaded.name} reads at most {limit} tokens; choose a context of {limit} tokens or fewer.")
     modules, index = attention_modules(loaded.model)
     num_layers, num_heads = len(modules), loaded.config.num_attention_heads
     keep = num_layers * num_heads * num_tokens**2 * 2 <= keep_bytes  # float16: 2 bytes

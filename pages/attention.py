@@ -4,7 +4,7 @@ import streamlit as st
 
 from explorer import ui
 from explorer.charts.attention import (
-    head_grid, head_heatmap, layer_head_overview, mask_heatmap, pooled_heatmap, summary_heatmap,
+    head_grid, head_heatmap, layer_head_overview, mask_heatmap, mask_title, pooled_heatmap, summary_heatmap,
 )
 
 ui.text_box()
@@ -23,10 +23,10 @@ with ui.beside("qkv"):
     st.caption(f"{model.entry.description} Running on {model.device.type}.")
     with st.expander(f"{num_tokens} tokens, as the model sees them", expanded=num_tokens <= 64):
         ui.token_strip(run.tokens)
-    layer, head = ui.layer_and_head(run.num_layers, run.num_heads)
-    log = ui.log_scale()
     st.caption("Each square below is a head: **row = query** (the token looking), **column = key** (the token "
                "looked at); darker means more attention, and every row sums to 1.")
+layer, head = ui.layer_and_head(run.num_layers, run.num_heads)
+log = ui.log_scale()
 
 weights = ui.get_layer(model_key, run, layer)  # (H, T, T)
 kv_heads = getattr(model.config, "num_key_value_heads", None)
@@ -46,13 +46,6 @@ if zoomed:
                         "sum to 1, because the rest of each row lies on keys outside the region.")
 
 region = f"<br>tokens {first}–{end - 1}" if zoomed else ""
-window = run.layer_windows[layer]
-if run.kind == "encoder":
-    mask_title = "Mask: none (an encoder lets every token see every token)"
-elif window is not None and window < num_tokens:
-    mask_title = f"Mask: causal, sliding window of {window} tokens"
-else:
-    mask_title = "Mask: causal (a token sees only itself and earlier tokens)"
 with ui.beside("self_causal", (3, 1)):
     head_column, mask_column = st.columns(2)
     with head_column:
@@ -60,7 +53,8 @@ with ui.beside("self_causal", (3, 1)):
                               + region, first_query=first, first_key=first, log_scale=log), key="head")
     with mask_column:
         ui.chart(mask_heatmap(run.mask(layer)[first:end, first:end], run.tokens[first:end],
-                              mask_title.replace(" (", "<br>(") + region, first=first), key="mask")
+                              mask_title(run.kind, run.layer_windows[layer], num_tokens) + region, first=first),
+                 key="mask")
 
 st.subheader("Every head in three numbers")
 with ui.beside("head_summaries"):

@@ -5,6 +5,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.charts.attention import head_grid, head_heatmap
+from explorer.loading import load_model
 from explorer.run import overview_attention, run_cross_attention
 from explorer.untrained import UNTRAINED_NOTE, is_untrained, tiny_encoder_decoder
 from tests.specs import array, figures
@@ -79,3 +80,14 @@ def test_cross_attention_page_labels_the_untrained_model_everywhere():
     assert not app.exception
     cross = figures(app)["Cross-attention<br>layer 1, head 0<br>untrained (random weights)"]
     assert cross["layout"]["yaxis"]["ticktext"] == ["[PAD]", "[CLS]", "hungry", "giant", "[SEP]"]
+
+
+def test_a_saved_encoder_decoder_loads_like_a_hub_model(tiny, tmp_path):
+    """The route a hub id takes (config -> AutoModelForSeq2SeqLM, eager attention), tried on a local folder."""
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert loaded.kind == "encoder-decoder"
+    run = run_cross_attention(loaded, SOURCE, "the giant was hungry")
+    reference = run_cross_attention(tiny, SOURCE, "the giant was hungry")
+    np.testing.assert_allclose(run.cross, reference.cross, atol=1e-6)  # the same weights, the same pictures

@@ -70,6 +70,11 @@ def test_short_text_keeps_every_layer_equal_to_a_plain_run(smollm2):
     assert np.array_equal(overview.mask(3), plain.masks[3])
 
 
+def test_a_context_longer_than_the_model_reads_is_refused_with_a_sentence(minilm):
+    with pytest.raises(ValueError, match="reads at most 512 tokens; choose a context of 512 tokens or fewer"):
+        overview_attention(minilm, fill_with_prose(SENTENCE, 1024), max_tokens=1024)
+
+
 def test_summaries_of_known_patterns():
     one_hot = np.zeros((1, 4, 4), dtype=np.float32)
     one_hot[0, np.arange(4), 0] = 1.0  # every query looks at token 0: a perfect sink

@@ -135,6 +135,15 @@ def pooled_heatmap(
     return figure
 
 
+def mask_title(kind: str, window: int | None, num_tokens: int) -> str:
+    """What the mask of a layer is, in words, for the title of its picture."""
+    if kind == "encoder":
+        return "Mask: none<br>(an encoder lets every token see every token)"
+    if window is not None and window < num_tokens:
+        return f"Mask: causal<br>(sliding window of {window} tokens)"
+    return "Mask: causal<br>(a token sees only itself and earlier tokens)"
+
+
 def mask_heatmap(
     allowed: np.ndarray, tokens: list[str], title: str, height: int = 460, *, first: int = 0
 ) -> go.Figure:
