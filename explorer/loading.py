@@ -106,7 +106,7 @@ def load_model(
     else:
         folder = prepare_weights(entry, report)
         report(0.9, f"Loading {entry.label} onto {target_device.type}")
-        model, tokenizer = _load_folder(folder, dtype, local_only=True, model_name=entry.label)
+        model, tokenizer = _load_folder(folder, dtype, local_only=True, model_name=entry.label, settings=settings)
     model.to(target_device).eval().requires_grad_(False)
     report(1.0, "Ready")
     return LoadedModel(
@@ -130,9 +130,8 @@ def check_allowed(key: str, settings: Settings) -> None:
             "To explore your own folders, run the explorer on your own machine."
         )
     if not settings.allows_model(key):
-        shown = key if len(key) <= 80 else key[:80] + "…"
         raise ModelLoadError(
-            f"This server serves only {allowed}; '{shown}' is not one of them. Pick one of those, or run the "
+            f"This server serves only {allowed}; '{shown(key)}' is not one of them. Pick one of those, or run the "
             "explorer on your own machine to load any model."
         )
 
@@ -216,10 +215,10 @@ def check_folder_is_safe(folder: Path) -> None:
     """Refuse, with a sentence, a model folder that has no config.json or whose weights are not safetensors
     (pickle-based weights can run code when read). Files are only listed here, never opened."""
     if not folder.is_dir():
-        raise ModelLoadError(f"'{folder}' is not a folder; give a folder with config.json and safetensors weights.")
+        raise ModelLoadError(f"'{shown(folder)}' is not a folder; give a folder with config.json and safetensors weights.")
     if not (folder / "config.json").is_file():
         raise ModelLoadError(
-            f"'{folder}' has no config.json; give the folder a model was saved to (save_pretrained writes one)."
+            f"'{shown(folder)}' has no config.json; give the folder a model was saved to (save_pretrained writes one)."
         )
     names = [path.name for path in folder.iterdir() if path.is_file()]
     if any(name.endswith(".safetensors") for name in names):
@@ -227,14 +226,16 @@ def check_folder_is_safe(folder: Path) -> None:
     pickled = sorted(name for name in names if name.endswith(PICKLE_WEIGHT_SUFFIXES))
     if pickled:
         raise ModelLoadError(
-            f"'{folder}' has its weights only as {', '.join(pickled[:3])}, a pickle format that can run code when "
+            f"'{shown(folder)}' has its weights only as {', '.join(pickled[:3])}, a pickle format that can run code when "
             "read; this explorer loads safetensors weights only. Save the model once with "
             "`model.save_pretrained(folder, safe_serialization=True)` where you trust it, then load that folder."
         )
-    raise ModelLoadError(f"'{folder}' has no model.safetensors; give a folder with safetensors weights.")
+    raise ModelLoadError(f"'{shown(folder)}' has no model.safetensors; give a folder with safetensors weights.")
 
 
-def _load_folder(folder, dtype: torch.dtype, local_only: bool, model_name: str | None = None):
+def _load_folder(
+    folder, dtype: torch.dtype, local_only: bool, model_name: str | None = None, settings: Settings | None = None
+):
     """Load a model folder (or hub id) with safetensors only, never remote code, with eager attention.
 
     The config is read first, so the memory guard can refuse a model too large before its weights are read.
@@ -250,7 +251,7 @@ def _load_folder(folder, dtype: torch.dtype, local_only: bool, model_name: str |
     options = dict(trust_remote_code=False, local_files_only=local_only)
     config = AutoConfig.from_pretrained(folder, **options)
     try:
-        guard.check_model(config, model_name or str(folder), dtype_bytes=torch.finfo(dtype).bits // 8)
+        guard.check_model(config, model_name or str(folder), torch.finfo(dtype).bits // 8, settings)
     except guard.MemoryLimitError as error:
         raise ModelLoadError(str(error)) from error
     kind = model_kind(config)
@@ -273,36 +274,42 @@ def _load_from_hub(model_id: str, dtype: torch.dtype, settings: Settings | None 
             check_allowed(model_id, settings)  # raises: hosted servers load no local paths
         if not folder.exists():
             raise ModelLoadError(
-                f"There is no folder '{model_id}' on this machine; give a folder with config.json and "
+                f"There is no folder '{shown(model_id)}' on this machine; give a folder with config.json and "
                 "safetensors weights, or a Hugging Face id such as HuggingFaceTB/SmolLM2-135M-Instruct."
             )
         check_folder_is_safe(folder)
-        return _explained(lambda: _load_folder(str(folder), dtype, local_only=True), model_id)
+        return _explained(lambda: _load_folder(str(folder), dtype, True, model_id, settings), model_id)
     if settings.offline:
         raise ModelLoadError(
-            f"Cannot fetch '{model_id}': this machine is offline (HF_HUB_OFFLINE=1). "
+            f"Cannot fetch '{shown(model_id)}': this machine is offline (HF_HUB_OFFLINE=1). "
             "Pick one of the embedded models, or a local folder with config.json and safetensors weights."
         )
-    return _explained(lambda: _load_folder(model_id, dtype, local_only=False), model_id)
+    return _explained(lambda: _load_folder(model_id, dtype, False, model_id, settings), model_id)
 
 
 def _explained(load: Callable[[], tuple], model_id: str):
     """Run `load`, turning what transformers and the hub raise into a sentence that says what to do."""
-    shown = model_id if len(model_id) <= 80 else model_id[:80] + "…"
+    quoted = shown(model_id)
     try:
         return load()
     except ModelLoadError:
         raise
     except OSError as error:
         raise ModelLoadError(
-            f"Could not load '{shown}': {_first_line(error)} Check the id (owner/name) and your connection; private "
+            f"Could not load '{quoted}': {_first_line(error)} Check the id (owner/name) and your connection; private "
             "and gated models need a token, only models with safetensors weights load, and remote code never runs."
         ) from error
     except (ValueError, KeyError) as error:
         raise ModelLoadError(
-            f"Could not load '{shown}': {_first_line(error)} Only transformers' own architectures load here "
+            f"Could not load '{quoted}': {_first_line(error)} Only transformers' own architectures load here "
             "(remote code never runs); pick another model."
         ) from error
+
+
+def shown(name) -> str:
+    """A model id or path as quoted back to the user: printable, at most 80 characters."""
+    text = "".join(c if c.isprintable() else "?" for c in str(name))
+    return text if len(text) <= 80 else text[:80] + "…"
 
 
 def _first_line(error: BaseException) -> str:
