@@ -36,18 +36,20 @@ class ModelDims:
     intermediate_size: int  # width of the MLP
     vocab_size: int  # rows of the output head (logits per token)
     is_decoder: bool  # decoders return a KV cache and logits over the vocabulary
+    kv_values_per_token_per_layer: int  # cached numbers per token and layer (2 · kv_heads · head_dim; MLA less)
 
 
 def model_dims(config) -> ModelDims:
-    """`ModelDims` of a transformers config (Llama, Gemma, GPT-2, BERT and T5 naming)."""
-    if hasattr(config, "get_text_config"):
-        config = config.get_text_config()
+    """`ModelDims` of a transformers config, or of its dict (Llama, Gemma, GPT-2, BERT and T5 naming); a
+    multimodal config is read from its language model's `text_config`."""
+    values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    if isinstance(values.get("text_config"), dict):
+        values = {**values, **values["text_config"]}
 
     def first(*names, default=None):
         for name in names:
-            value = getattr(config, name, None)
-            if value is not None:
-                return value
+            if values.get(name) is not None:
+                return values[name]
         if default is None:
             raise ValueError(f"The model's config has none of {', '.join(names)}, so its memory cannot be estimated.")
         return default
@@ -55,21 +57,32 @@ def model_dims(config) -> ModelDims:
     heads = int(first("num_attention_heads", "n_head", "num_heads"))
     hidden = int(first("hidden_size", "n_embd", "d_model"))
     layers = int(first("num_hidden_layers", "n_layer", "num_layers"))
-    layers += int(getattr(config, "num_decoder_layers", 0) or 0)  # T5 counts its decoder apart
-    architectures = " ".join(getattr(config, "architectures", None) or [])
+    layers += int(values.get("num_decoder_layers") or 0)  # T5 counts its decoder apart
+    architectures = " ".join(values.get("architectures") or [])
     is_decoder = bool(
-        getattr(config, "is_encoder_decoder", False) or getattr(config, "is_decoder", False)
-        or "CausalLM" in architectures or "LMHead" in architectures
+        values.get("is_encoder_decoder") or values.get("is_decoder")
+        or "CausalLM" in architectures or "LMHead" in architectures or "ConditionalGeneration" in architectures
     )
+    kv_heads = int(first("num_key_value_heads", "num_kv_heads", default=heads))
+    head_dim = int(values.get("head_dim") or values.get("d_kv") or hidden // heads)
+    kv_values = 2 * kv_heads * head_dim
+    try:  # the KV-cache reader knows the traps of real configs (Falcon's multi_query, MLA's latent)
+        from explorer.kv import attention_layout
+
+        layout = attention_layout(values)
+        kv_heads, head_dim, kv_values = layout.kv_heads, layout.head_dim, layout.values_per_token_per_layer
+    except (ValueError, KeyError, TypeError):
+        pass  # encoder-decoders and unusual configs: the plain reading above
     return ModelDims(
         num_layers=layers,
         heads=heads,
-        kv_heads=int(first("num_key_value_heads", "num_kv_heads", default=heads)),
-        head_dim=int(getattr(config, "head_dim", None) or getattr(config, "d_kv", None) or hidden // heads),
+        kv_heads=kv_heads,
+        head_dim=head_dim,
         hidden_size=hidden,
         intermediate_size=int(first("intermediate_size", "n_inner", "d_ff", default=4 * hidden)),
         vocab_size=int(first("vocab_size", default=0)),
         is_decoder=is_decoder,
+        kv_values_per_token_per_layer=kv_values,
     )
 
 
@@ -80,7 +93,7 @@ class MemoryEstimate:
     num_tokens: int  # tokens in the run
     attention_bytes: int  # attention probabilities kept: every layer's (H, T, T), and the copies made of them
     activation_bytes: int  # working set of one layer (scores, softmax, q/k/v, MLP), hidden states and logits
-    kv_cache_bytes: int  # keys and values a decoder returns: 2 · layers · kv_heads · head_dim · T values
+    kv_cache_bytes: int  # keys and values a decoder returns: layers · T · (2 · kv_heads · head_dim, or MLA's latent)
 
     @property
     def total_bytes(self) -> int:
@@ -114,7 +127,7 @@ def estimate_run(config, num_tokens: int, dtype_bytes: int = 4, keeps: Keeps = "
     residual = 4 * T * dims.hidden_size * dtype_bytes  # hidden states, norm output, attention and MLP outputs
     mlp = 3 * T * dims.intermediate_size * dtype_bytes  # gate, up and their product (two for GPT-2/BERT)
     logits = T * dims.vocab_size * 4 if dims.is_decoder else 0  # (1, T, vocab), float32
-    kv_cache = 2 * dims.num_layers * dims.kv_heads * dims.head_dim * T * dtype_bytes if dims.is_decoder else 0
+    kv_cache = dims.num_layers * dims.kv_values_per_token_per_layer * T * dtype_bytes if dims.is_decoder else 0
     return MemoryEstimate(T, attention, scores + projections + residual + mlp + logits, kv_cache)
 
 
