@@ -247,7 +247,8 @@ class _LayerCaptured(Exception):
 def layer_attention(loaded: LoadedModel, overview: AttentionOverview, layer: int) -> np.ndarray:
     """(H, T, T) float32: one layer's full weights, from the kept copy or from a pass that stops after it."""
     if not 0 <= layer < overview.num_layers:
-        raise ValueError(f"This model has {overview.num_layers} layers; choose a layer from 0 to {overview.num_layers - 1}.")
+        last = overview.num_layers - 1
+        raise ValueError(f"This model has {overview.num_layers} layers; choose a layer from 0 to {last}.")
     if overview.kept is not None:
         return overview.kept[layer].astype(np.float32)
     modules, index = attention_modules(loaded.model)

@@ -39,7 +39,9 @@ def tiny_encoder_decoder(seed: int = 0) -> LoadedModel:
     started = time.perf_counter()
     folder = ENTRY.package_path()
     if folder is None:
-        raise ModelLoadError(f"The tiny model borrows MiniLM's tokenizer, which is not installed: {ENTRY.install_hint}.")
+        raise ModelLoadError(
+            f"The tiny model borrows MiniLM's tokenizer, which is not installed. To enable it: {ENTRY.install_hint}."
+        )
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     config = T5Config(
         vocab_size=len(tokenizer),

@@ -94,7 +94,8 @@ def head_heatmap(
             x=first_key + np.arange(len(key_tokens)),
             y=first_query + np.arange(len(tokens)),
             customdata=hover,
-            hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>" + _weight_hover(log_scale) + "<extra></extra>",
+            hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>"
+            + _weight_hover(log_scale) + "<extra></extra>",
             **colour_scale(weights, log_scale),
         )
     )
@@ -221,7 +222,8 @@ def head_grid(
         figure.data[0].hovertemplate = _weight_hover(log_scale) + "<extra></extra>"
     else:
         figure.data[0].customdata = _mosaic_hover(
-            canvas.shape, (row_stride, column_stride), tokens, key_tokens or tokens, lambda r, c: f"head {head_of(r, c)}"
+            canvas.shape, (row_stride, column_stride), tokens, key_tokens or tokens,
+            lambda r, c: f"head {head_of(r, c)}",
         )
     figure.update_xaxes(showticklabels=False)
     figure.update_yaxes(showticklabels=False)
@@ -275,7 +277,9 @@ def _mosaic_figure(canvas: np.ndarray, title: str, height: int, log_scale: bool 
     return figure
 
 
-def _mosaic_hover(shape, strides: tuple[int, int], query_tokens: list[str], key_tokens: list[str], tile_name) -> np.ndarray:
+def _mosaic_hover(
+    shape, strides: tuple[int, int], query_tokens: list[str], key_tokens: list[str], tile_name
+) -> np.ndarray:
     """Hover text for each mosaic cell: which tile, which query and key tokens."""
     queries = np.array([f"#{i} {t}" for i, t in enumerate(query_tokens)], dtype=object)
     keys = np.array([f"#{i} {t}" for i, t in enumerate(key_tokens)], dtype=object)
@@ -284,7 +288,8 @@ def _mosaic_hover(shape, strides: tuple[int, int], query_tokens: list[str], key_
     hover = np.full(shape, "", dtype=object)
     for r in range(0, shape[0], row_stride):
         for c in range(0, shape[1], column_stride):
-            hover[r : r + len(queries), c : c + len(keys)] = tile_name(r // row_stride, c // column_stride) + "<br>" + pair
+            name = tile_name(r // row_stride, c // column_stride)
+            hover[r : r + len(queries), c : c + len(keys)] = name + "<br>" + pair
     return hover
 
 
@@ -307,7 +312,9 @@ def query_bars(weights: np.ndarray, tokens: list[str], query: int, title: str) -
     return figure
 
 
-def summary_heatmap(values: np.ndarray, title: str, unit: str, colours: str = "Viridis", zmax: float | None = None) -> go.Figure:
+def summary_heatmap(
+    values: np.ndarray, title: str, unit: str, colours: str = "Viridis", zmax: float | None = None
+) -> go.Figure:
     """One number per head, values (L, H), as a small heatmap: layers across, heads down."""
     if values.ndim != 2:
         raise ValueError(f"Expected one value per (layer, head); got shape {values.shape}.")
