@@ -166,7 +166,7 @@ def to_mla(attn, shape: AttentionShape, spec: VariantSpec, rank: int, latent_mom
     rope_dims = spec.rope_dims if spec.form == "decoupled" else 0
     half, kept = hd // 2, rope_dims // 2  # RoPE pairs per head, pairs that keep RoPE
     rope_index = torch.cat([torch.arange(kept), torch.arange(kept) + half])  # (dr,) rotate_half layout
-    nope_index = torch.tensor([i for i in range(hd) if i not in set(rope_index.tolist())], dtype=torch.long)
+    nope_index = _nope_index(hd, rope_dims)  # (dn,)
     wq, wk, wv, wo = _llama_weights(attn, shape)  # (H, hd, D), (G, hd, D), (G, hd, D), (D, H, hd)
 
     # queries: per head [q_nope | q_pe]; the shared RoPE key merges the KV heads' RoPE rows
@@ -181,19 +181,11 @@ def to_mla(attn, shape: AttentionShape, spec: VariantSpec, rank: int, latent_mom
         q_pe = torch.stack([turn_pairs(q_pe[h], turns[h // (H // G)].conj()) for h in range(H)])  # (H, dr, D)
 
     # the joint latent of [k_nope; v] per KV head
-    kv_rows = torch.cat([wk[:, nope_index], wv], dim=1)  # (G, dn+hd, D)
-    n = kv_rows.shape[1]
-    rows = kv_rows.reshape(G * n, -1)  # (G*(dn+hd), D)
-    is_value = (torch.arange(G * n) % n) >= (hd - rope_dims)  # (G*(dn+hd),)
-    row_energy = torch.einsum("rd,de,re->r", rows, latent_moment, rows)  # (G*(dn+hd),) E[y_r²]
-    balance = (row_energy[~is_value].sum() / row_energy[is_value].sum()).sqrt() if spec.balance_kv else 1.0
-    row_scale = torch.where(is_value, torch.as_tensor(balance, dtype=rows.dtype), torch.ones((), dtype=rows.dtype))
-    scaled = rows * row_scale[:, None]  # (G*(dn+hd), D)
-    eigenvalues, eigenvectors = torch.linalg.eigh(scaled @ latent_moment @ scaled.T)  # ascending
-    top = eigenvectors[:, -rank:].flip(-1)  # (G*(dn+hd), r): principal directions, largest first
-    energy_kept = float(eigenvalues[-rank:].sum() / eigenvalues.sum())
-    w_down = top.T @ scaled  # (r, D): c_kv = w_down x
-    w_up = top / row_scale[:, None]  # (G*(dn+hd), r): [k_nope; v] ≈ w_up c_kv
+    weighted, weights, eigenvalues, eigenvectors = latent_spectrum(wq, wk, wv, wo, spec, G, nope_index, latent_moment)
+    top = eigenvectors[:, :rank]  # (G*(dn+hd), r): principal directions, largest first
+    energy_kept = float(eigenvalues[:rank].sum() / eigenvalues.sum())
+    w_down = top.T @ weighted  # (r, D): c_kv = w_down x = topᵀ A [k_nope; v]
+    w_up = torch.linalg.solve(weights, top)  # (G*(dn+hd), r): [k_nope; v] ≈ A⁻¹ top c_kv
 
     mla = MLAConfig(H, G, hd, rank, rope_dims, spec.form, spec.attn_path)
     module = MultiHeadLatentAttention(attn.config, attn.layer_idx, mla, inv_freq, scaling).to(attn.q_proj.weight.dtype)
@@ -202,6 +194,59 @@ def to_mla(attn, shape: AttentionShape, spec: VariantSpec, rank: int, latent_mom
     _copy(module.wkv_b.weight, w_up)
     _copy(module.o_proj.weight, wo.reshape(wo.shape[0], H * hd))
     return module.to(attn.q_proj.weight.device), energy_kept
+
+
+def latent_spectrum(wq, wk, wv, wo, spec: VariantSpec, kv_heads: int, nope_index, moment):
+    """PCA of the stacked [k_nope; v] outputs of every KV head in a weighted space y' = A y (A invertible).
+
+    Returns (A W (n, D), A (n, n), eigenvalues (n,) and eigenvectors (n, n), largest first), n = G·(dn+hd).
+    A is the identity or the query/output weighting, with V scaled to K's energy when balancing.
+    """
+    rows = torch.cat([wk[:, nope_index], wv], dim=1).reshape(-1, wk.shape[-1])  # (n, D), per head [k_nope; v]
+    n = rows.shape[0]
+    if spec.weighting == "query-output":
+        weights = _use_weights(wq, wo, kv_heads, nope_index, moment)  # (n, n)
+    else:
+        weights = torch.eye(n, dtype=rows.dtype)  # (n, n)
+    is_value = (torch.arange(n) % (n // kv_heads)) >= len(nope_index)  # (n,)
+    weighted = weights @ rows  # (n, D)
+    row_energy = torch.einsum("rd,de,re->r", weighted, moment, weighted)  # (n,) E[y'_r²]
+    balance = (row_energy[~is_value].sum() / row_energy[is_value].sum()).sqrt() if spec.balance_kv else 1.0
+    row_scale = torch.where(is_value, torch.as_tensor(balance, dtype=rows.dtype), torch.ones((), dtype=rows.dtype))
+    weights = weights * row_scale[:, None]  # V rows scaled to K's energy
+    weighted = weights @ rows  # (n, D)
+    eigenvalues, eigenvectors = torch.linalg.eigh(weighted @ moment @ weighted.T)  # ascending
+    return weighted, weights, eigenvalues.flip(0).clamp_min(0), eigenvectors.flip(-1)
+
+
+def _nope_index(head_dim: int, rope_dims: int) -> torch.Tensor:
+    """Dims of a head that lose RoPE: all but the `rope_dims / 2` highest-frequency pairs (rotate_half layout)."""
+    kept = rope_dims // 2
+    rope = set(range(kept)) | set(range(head_dim // 2, head_dim // 2 + kept))
+    return torch.tensor([i for i in range(head_dim) if i not in rope], dtype=torch.long)
+
+
+def _use_weights(wq, wo, kv_heads: int, nope_index, moment) -> torch.Tensor:
+    """Block-diagonal A: each key dim weighted by its RoPE pair's query energy, values by √(Σ_h W_Oₕᵀ W_Oₕ).
+
+    An error δk changes scores by q·δk and an error δv changes the output by W_O δv; PCA in the weighted
+    space keeps the directions that matter to the heads reading this KV head. Pair energies are averaged over
+    the two dims of a pair so the weight commutes with RoPE's rotation.
+    """
+    H, hd, D = wq.shape  # query heads, head dim, d_model
+    groups = H // kv_heads
+    query_energy = torch.einsum("hid,de,hie->hi", wq, moment, wq)  # (H, hd): E[q_i²] per head and dim
+    blocks = []
+    for g in range(kv_heads):
+        heads = slice(g * groups, (g + 1) * groups)
+        energy = query_energy[heads].mean(0)  # (hd,)
+        pair_energy = (energy + energy.roll(hd // 2)) / 2  # (hd,): same weight on both dims of a pair
+        key_weight = torch.diag(pair_energy[nope_index].sqrt())  # (dn, dn)
+        wo_g = wo[:, heads].permute(1, 0, 2)  # (groups, D, hd)
+        eigenvalues, eigenvectors = torch.linalg.eigh(torch.einsum("gdi,gdj->ij", wo_g, wo_g))  # (hd,), (hd, hd)
+        value_weight = eigenvectors @ torch.diag(eigenvalues.clamp_min(0).sqrt()) @ eigenvectors.T  # (hd, hd)
+        blocks.append(torch.block_diag(key_weight, value_weight))
+    return torch.block_diag(*blocks)  # (G*(dn+hd), G*(dn+hd))
 
 
 def _llama_weights(attn, shape: AttentionShape):

@@ -25,6 +25,7 @@ REPORT_SPECS: tuple[VariantSpec, ...] = (
     VariantSpec("mqa", merge="aligned"),
     *(VariantSpec("mla", latent_rank=rank, svd="data") for rank in (384, 256, 192, 128, 64)),
     VariantSpec("mla", latent_rank=128, svd="data", balance_kv=False),
+    *(VariantSpec("mla", latent_rank=rank, svd="data", weighting="query-output") for rank in (256, 192, 128)),
     *(VariantSpec("mla", latent_rank=rank, svd="plain") for rank in (384, 256, 128)),
     *(
         VariantSpec("mla", form="decoupled", latent_rank=288, rope_dims=32, merge=merge, attn_path=path)

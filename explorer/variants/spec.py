@@ -30,6 +30,8 @@ class VariantSpec:
     layer_ranks: tuple[int, ...] | None = None  # one latent width per layer (overrides latent_rank)
     rope_dims: int = 32  # decoupled only: dims of the shared RoPE key (even; highest frequencies kept)
     svd: Literal["plain", "data"] = "data"  # plain SVD of the weights, or PCA of K/V outputs on calibration text
+    weighting: Literal["none", "query-output"] = "none"  # PCA of raw K/V outputs, or of K weighted by query
+    # energy per RoPE pair and V by the output projection (keeps what changes scores and outputs)
     balance_kv: bool = True  # scale V to K's energy before the joint PCA/SVD, so the latent serves both
     attn_path: Literal["naive", "absorb"] = "naive"  # decoupled only: expand K/V from the latent, or fold
     # W_UK into the query and W_UV into the output and attend over the latent itself
@@ -46,6 +48,7 @@ class VariantSpec:
         rank = f"r={self.latent_rank}" if self.layer_ranks is None else f"r~{self.mean_rank():.0f}/layer"
         rope = f" rope={self.rope_dims} {self.merge} {self.attn_path}" if self.form == "decoupled" else ""
         balance = "" if self.balance_kv else " unbalanced"
+        balance += " qo-weighted" if self.weighting == "query-output" else ""
         return f"mla {self.form} {rank} {self.svd}{balance}{rope}"
 
     def mean_rank(self) -> float:
