@@ -89,13 +89,9 @@ def test_100000_characters_are_cut_to_the_token_limit_and_say_so(models, model):
     check_run(run, LONG_TEXT, MAX_TOKENS)
 
 
-@pytest.mark.xfail(strict=True, reason="explorer.run.encode cuts at the requested max_tokens, not at the model's "
-                   "max_position_embeddings: MiniLM (512 positions) with a 1024-token context raises a RuntimeError "
-                   "(tensor size 1024 vs 512). Fix: cut at min(max_tokens, config.max_position_embeddings) and mark "
-                   "the run truncated.")
-def test_a_context_longer_than_the_model_accepts_is_cut_to_its_limit(minilm):
-    overview = overview_attention(minilm, LONG_TEXT, 1024)
-    assert overview.truncated and len(overview.tokens) == minilm.config.max_position_embeddings
+def test_a_context_longer_than_the_model_accepts_is_refused_with_a_sentence(minilm):
+    with pytest.raises(ValueError, match="reads at most 512 tokens; choose a context of 512 tokens or fewer"):
+        overview_attention(minilm, LONG_TEXT, 1024)
 
 
 TEXT_ALPHABET = st.characters(codec="utf-8", exclude_categories=["Cs"])  # any character a browser can send
@@ -337,7 +333,13 @@ def test_the_limit_comes_from_settings_or_available_memory():
 
 # --- The pages ------------------------------------------------------------------------------------------------------------
 
-PAGES = ["pages/attention.py", "pages/self_vs_causal.py", "pages/cross_attention.py", "pages/kv_cache.py"]
+PAGES = ["pages/attention.py", "pages/self_vs_causal.py", "pages/cross_attention.py", "pages/kv_cache.py",
+         "pages/scaling.py"]  # the variant lab converts and evaluates a model on each run: tested on its own below
+TEXTS_PER_PAGE = {  # every hostile text on the attention page; a spread of them on the other text pages
+    "pages/attention.py": [*HOSTILE_TEXTS],
+    "pages/self_vs_causal.py": ["empty", "html", "control", "zero-width only", "emoji", "right-to-left"],
+    "pages/cross_attention.py": ["spaces", "html", "bidi override", "mixed scripts"],
+}
 
 
 @pytest.fixture
@@ -351,9 +353,10 @@ def test_hostile_text_on_every_text_page_shows_as_text(offline_app):
     """Each hostile text typed into the sidebar, on the attention and self-vs-causal pages: no exception, an
     empty text asks for a sentence, and markup is shown as text (escaped), never run."""
     offline_app.run()
-    for page in ["pages/attention.py", "pages/self_vs_causal.py", "pages/cross_attention.py"]:
+    for page, names in TEXTS_PER_PAGE.items():
         offline_app.switch_page(page).run()
-        for name, text in [*HOSTILE_TEXTS.items(), ("100,000 characters", LONG_TEXT)]:
+        for name in [*names, "100,000 characters"]:
+            text = HOSTILE_TEXTS.get(name, LONG_TEXT)
             offline_app.sidebar.text_area[0].set_value(text).run()
             assert not offline_app.exception, (page, name, [e.value for e in offline_app.exception])
             if not text.strip():
@@ -406,11 +409,23 @@ def test_a_run_that_does_not_fit_is_refused_on_the_page(offline_app, monkeypatch
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="MiniLM has 512 positions: a 1024-token context raises a RuntimeError on the "
-                   "attention page (see test_a_context_longer_than_the_model_accepts_is_cut_to_its_limit); "
-                   "ui.context_length should offer only contexts the model accepts, or encode should cut to them")
-def test_a_context_longer_than_the_model_accepts_shows_a_notice_on_the_page(offline_app):
+def test_a_context_longer_than_the_model_accepts_shows_a_sentence_on_the_page(offline_app):
     offline_app.query_params.update({"model": "minilm"})
     offline_app.run()
     offline_app.sidebar.selectbox[0].set_value(1024).run()
     assert not offline_app.exception, [e.value for e in offline_app.exception]
+    assert any("reads at most 512 tokens" in i.value for i in offline_app.info)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="ui.variant_controls replaces an impossible KV-head count from the link "
+                   "(kv_heads=2 for 9 query heads) by 3 without a notice; it should pass the linked value to "
+                   "lab.spec_from_view, whose notice says 'choose 1, 3 or 9 KV heads'")
+def test_an_impossible_variant_in_a_link_is_replaced_with_a_notice(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    app = AppTest.from_file(APP, default_timeout=600)
+    app.query_params.update({"variant": "gqa", "kv_heads": "2"})
+    app.run()
+    app.switch_page("pages/variant_lab.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("choose 1, 3 or 9 KV heads" in w.value for w in app.warning)
