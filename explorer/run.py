@@ -5,6 +5,7 @@ The result is plain numpy so that charts and pages never touch the model.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -207,7 +208,13 @@ def overview_attention(
     kept = np.zeros((num_layers, num_heads, num_tokens, num_tokens), dtype=np.float16) if keep else None
     entropy, first_token, distance = (np.zeros((num_layers, num_heads), dtype=np.float32) for _ in range(3))
 
+    # The hooks sit on the shared model, where another session's pass may run at the same time (in its own
+    # thread): each hook takes only the weights of the pass that registered it.
+    owner = threading.get_ident()
+
     def reduce(layer: int, probabilities: torch.Tensor) -> None:
+        if threading.get_ident() != owner:
+            return
         weights = probabilities[0].float().cpu().numpy()  # (H, T, T)
         pooled[layer] = pool(weights, cells)
         entropy[layer], first_token[layer], distance[layer] = summarise_layer(weights)
@@ -253,8 +260,11 @@ def layer_attention(loaded: LoadedModel, overview: AttentionOverview, layer: int
         return overview.kept[layer].astype(np.float32)
     modules, index = attention_modules(loaded.model)
     captured = {}
+    owner = threading.get_ident()  # as in overview_attention: ignore passes of other sessions
 
     def capture(_module, _inputs, outputs):
+        if threading.get_ident() != owner:
+            return
         captured["weights"] = outputs[index][0].float().cpu().numpy()  # (H, T, T)
         raise _LayerCaptured  # later layers cannot change this one: skip them
 
