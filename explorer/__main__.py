@@ -108,12 +108,15 @@ def _kv(args) -> int:
 
 def _variants(args) -> int:
     import json
+    import sys
     from pathlib import Path
 
     from explorer.loading import load_model
     from explorer.variants.report import variant_report
 
-    report = variant_report(load_model(args.model), eval_tokens=args.tokens)
+    report = variant_report(
+        load_model(args.model), eval_tokens=args.tokens, progress=lambda line: print(line, file=sys.stderr, flush=True)
+    )
     text = json.dumps(report, indent=2)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -55,8 +55,10 @@ def absorbed_vs_naive(model, input_ids: torch.Tensor) -> float:
     return float((naive - absorbed).abs().max())
 
 
-def variant_report(loaded, specs=REPORT_SPECS, eval_tokens: int = 1024, chunk_tokens: int = 256) -> dict:
-    """Convert, measure and evaluate each spec; returns a JSON-ready dict."""
+def variant_report(
+    loaded, specs=REPORT_SPECS, eval_tokens: int = 1024, chunk_tokens: int = 256, progress=None
+) -> dict:
+    """Convert, measure and evaluate each spec; returns a JSON-ready dict. `progress(label)` hears each row."""
     shape = attention_shape(loaded.config, loaded.entry.label)
     input_ids = evaluation_ids(loaded.tokenizer, max(1, eval_tokens // chunk_tokens), chunk_tokens)  # (N, T)
     ref = reference(loaded.model, input_ids)
@@ -90,6 +92,8 @@ def variant_report(loaded, specs=REPORT_SPECS, eval_tokens: int = 1024, chunk_to
             if spec.form == "decoupled" and spec.attn_path == "absorb":
                 row["absorbed_vs_naive_max_diff_float64"] = absorbed_vs_naive(model, input_ids[:1, :64])
         rows.append(row)
+        if progress is not None:
+            progress(f"{row['label']}: perplexity {row['perplexity']:.1f}, {row['conversion_seconds']:.1f} s to convert")
         del conversion, model
     return {
         "model": loaded.entry.key,
