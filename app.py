@@ -11,6 +11,7 @@ pages = st.navigation(
         st.Page("pages/cross_attention.py", title="Cross-attention", icon="🔀"),
         st.Page("pages/variant_lab.py", title="Variant lab", icon="🧪"),
         st.Page("pages/kv_cache.py", title="KV cache", icon="🧮"),
+        st.Page("pages/scaling.py", title="Scaling", icon="📈"),
     ]
 )
 st.sidebar.title("Attention Explorer")

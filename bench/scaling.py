@@ -31,9 +31,13 @@ def main(argv: list[str] | None = None) -> scaling.ScalingResults:
                         help="skip materialised attention where its T×T tensors exceed this")
     parser.add_argument("--layers", type=int, default=None,
                         help="decode with only the first N layers (quick checks; default: every layer)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 gives steadier times on a CPU shared with other work)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     loaded = load_model("smollm2", device=args.device)
     if args.layers:
         loaded = scaling.first_layers(loaded, args.layers)
@@ -57,7 +61,8 @@ def report(results: scaling.ScalingResults) -> None:
     print(f"\n{results.label}; torch {info.torch}, transformers {info.transformers}; {info.date}; "
           f"load average {info.load_average}")
     print("\nPrefill, one layer, batch 1 (median seconds; bytes of the attention intermediates)")
-    print(f"{'T':>7} {'materialised':>13} {'SDPA':>10} {'rest':>10} {'layer':>10} {'mat. bytes':>12} {'SDPA bytes':>11}")
+    print(f"{'T':>7} {'materialised':>13} {'SDPA':>10} {'rest':>10} {'layer':>10} "
+          f"{'mat. bytes':>12} {'SDPA bytes':>11}")
     for p in results.prefill:
         materialised = f"{p.attention_materialised_s:.4f}" if p.attention_materialised_s is not None else "skipped"
         mat_bytes = f"{p.attention_materialised_bytes:,}" if p.attention_materialised_bytes is not None else "-"

@@ -119,7 +119,8 @@ class ScalingResults:
     def label(self) -> str:
         """A column heading: "CPU (AMD EPYC, 2 threads), fp32" or "NVIDIA H200, bf16"."""
         if self.info.device == "cpu":
-            return f"CPU ({self.info.device_name}, {self.info.threads} threads), {self.info.dtype}"
+            threads = f"{self.info.threads} thread{'s' if self.info.threads != 1 else ''}"
+            return f"CPU ({self.info.device_name}, {threads}), {self.info.dtype}"
         return f"{self.info.device_name}, {self.info.dtype}"
 
     def to_dict(self) -> dict:
@@ -408,11 +409,13 @@ def _mla_step(attn, x, cos, sin, cache: DecodeCache, position: int, absorbed: bo
     S = position + 1  # key positions
     if absorbed:
         q_latent = torch.einsum("bhsd,hdc->bhsc", q_nope, w_uk)  # (B, H, 1, r)
-        query = torch.cat([q_latent, q_pe], dim=-1)  # (B, H, 1, r + dr)
-        out_latent = F.scaled_dot_product_attention(
-            query, cached, cached[..., :r], enable_gqa=True, scale=attn.scaling
-        )  # (B, H, 1, r): one key head, the latent, shared by every query head
-        out = torch.einsum("bhsc,hec->bhse", out_latent, w_uv)  # (B, H, 1, hd)
+        query = torch.cat([q_latent, q_pe], dim=-1).transpose(1, 2)  # (B, 1, H, r + dr)
+        # One key head (the latent) serves every query head, and a decoding token sees every cached key: the H
+        # heads become H query rows of one head, so nothing is expanded per head (DeepSeek attends this way).
+        # The values are the latent: passing the whole cached row (latent | RoPE key) keeps key and value widths
+        # equal, so SDPA may use its fused kernel; the last dr output columns are then dropped.
+        out_latent = F.scaled_dot_product_attention(query, cached, cached, scale=attn.scaling)[..., :r]  # (B, 1, H, r)
+        out = torch.einsum("bshc,hec->bhse", out_latent, w_uv)  # (B, H, 1, hd)
     else:
         kv = attn.wkv_b(cached[:, 0, :, :r]).view(B, S, mla.kv_heads, dn + hd)  # (B, S, kv, dn + hd)
         k_nope, v = kv.transpose(1, 2).split([dn, hd], dim=-1)  # (B, kv, S, dn), (B, kv, S, hd)
@@ -438,14 +441,10 @@ def _decode_caches(model, context: int, batch: int, generator: torch.Generator) 
     return caches
 
 
-@torch.inference_mode()
-def measure_decode(
-    model, variant: str, contexts: Sequence[int], batch: int = 1, repeats: int = 3, progress: Progress | None = None
-) -> list[DecodePoint]:
-    """Seconds per decode step of the whole (converted) model with `context` tokens cached, at each context.
-
-    A step embeds one token per sequence, runs every layer (norm, attention on the fast path, MLP) and the LM
-    head. The step is timed at the same position each repeat, so the context stays `context` tokens."""
+def decode_step(model, variant: str, context: int, batch: int, generator: torch.Generator):
+    """A decode step of the whole (converted) model with `context` tokens cached, as a function to time, and
+    the bytes its cache holds. The step embeds one token per sequence, runs every layer (norm, attention on the
+    fast path, MLP) and the LM head; it writes the same position each call, so the context stays `context`."""
     if variant not in DECODE_VARIANTS:
         raise ValueError(f"Unknown variant '{variant}': choose one of {', '.join(DECODE_VARIANTS)}.")
     absorbed = DECODE_VARIANTS[variant].attn_path == "absorb"
@@ -455,31 +454,55 @@ def measure_decode(
         for layer in layers
     ]
     device = model.lm_head.weight.device
-    generator = torch.Generator(device=device).manual_seed(0)
+    caches = _decode_caches(model, context, batch, generator)
+    token_ids = torch.zeros(batch, 1, dtype=torch.long, device=device)  # (B, 1)
+    position_ids = torch.full((batch, 1), context, device=device)  # (B, 1)
+
+    def step():
+        h = model.model.embed_tokens(token_ids)  # (B, 1, d)
+        cos, sin = model.model.rotary_emb(h, position_ids)  # (B, 1, hd) each
+        for layer, cache, (w_uk, w_uv) in zip(layers, caches, up_weights):
+            x = layer.input_layernorm(h)  # (B, 1, d)
+            if hasattr(layer.self_attn, "mla"):
+                h = h + _mla_step(layer.self_attn, x, cos, sin, cache, context, absorbed, w_uk, w_uv)
+            else:
+                h = h + _kv_step(layer.self_attn, x, cos, sin, cache, context)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))  # (B, 1, d)
+        return model.lm_head(model.model.norm(h))  # (B, 1, vocab)
+
+    return step, sum(cache.nbytes(context) for cache in caches)
+
+
+@torch.inference_mode()
+def measure_decode(
+    models: dict[str, torch.nn.Module], contexts: Sequence[int], batch: int = 1, repeats: int = 3,
+    progress: Progress | None = None,
+) -> list[DecodePoint]:
+    """Median seconds per decode step of each variant's model (by DECODE_VARIANTS name) at each context.
+
+    The variants take turns, one step each per round, after one warm-up step each: on a shared machine a burst
+    of load then slows every variant alike instead of whichever happened to be running."""
     points = []
     for i, context in enumerate(contexts):
-        caches = _decode_caches(model, context, batch, generator)
-        token_ids = torch.zeros(batch, 1, dtype=torch.long, device=device)  # (B, 1)
-        position_ids = torch.full((batch, 1), context, device=device)  # (B, 1)
-
-        def step():
-            h = model.model.embed_tokens(token_ids)  # (B, 1, d)
-            cos, sin = model.model.rotary_emb(h, position_ids)  # (B, 1, hd) each
-            for layer, cache, (w_uk, w_uv) in zip(layers, caches, up_weights):
-                x = layer.input_layernorm(h)  # (B, 1, d)
-                if hasattr(layer.self_attn, "mla"):
-                    h = h + _mla_step(layer.self_attn, x, cos, sin, cache, context, absorbed, w_uk, w_uv)
-                else:
-                    h = h + _kv_step(layer.self_attn, x, cos, sin, cache, context)
-                h = h + layer.mlp(layer.post_attention_layernorm(h))  # (B, 1, d)
-            return model.lm_head(model.model.norm(h))  # (B, 1, vocab)
-
-        seconds = median_seconds(step, device, repeats)
-        cache_bytes = sum(cache.nbytes(context) for cache in caches)
-        points.append(DecodePoint(variant, context, seconds, batch / seconds, cache_bytes))
-        del caches
+        device = next(iter(models.values())).lm_head.weight.device
+        generator = torch.Generator(device=device).manual_seed(context)
+        steps = {name: decode_step(model, name, context, batch, generator) for name, model in models.items()}
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for round_ in range(repeats + 1):  # round 0 warms up
+            for name, (step, _) in steps.items():
+                _synchronise(device)
+                started = time.perf_counter()
+                step()
+                _synchronise(device)
+                if round_ > 0:
+                    times[name].append(time.perf_counter() - started)
+        for name, (_, cache_bytes) in steps.items():
+            seconds = statistics.median(times[name])
+            points.append(DecodePoint(name, context, seconds, batch / seconds, cache_bytes))
+        del steps
         if progress:
-            progress((i + 1) / len(contexts), f"{variant}: {context:,} tokens cached, {batch / seconds:,.1f} tokens/s")
+            speeds = ", ".join(f"{p.variant} {p.tokens_per_s:,.1f}" for p in points[-len(models):])
+            progress((i + 1) / len(contexts), f"decode at {context:,} tokens cached (tokens/s): {speeds}")
     return points
 
 
@@ -509,9 +532,9 @@ def run_scaling(
         info=info, model=loaded.entry.key, shape=shape,
         parameters=sum(p.numel() for p in loaded.model.parameters()), decode_batch=decode_batch, repeats=repeats,
     )
-    steps = len(lengths) + len(DECODE_VARIANTS)
+    stages = 2 * len(lengths) + 1  # progress: decoding takes about as long as prefill
     for i, tokens in enumerate(lengths):
-        progress(i / steps, f"prefill: {tokens:,} tokens")
+        progress(i / stages, f"prefill: {tokens:,} tokens")
         results.prefill.append(measure_prefill(loaded, tokens, repeats, max_materialised_bytes))
 
     fitted = list(lengths[max(0, len(lengths) // 2 - 1):])  # the upper half, at least two points
@@ -523,15 +546,15 @@ def run_scaling(
             if sum(not math.isnan(value) for value in chosen) >= 2:
                 slopes[name] = round(fit_slope([t for t in all_lengths if t >= fitted[0]], chosen), 3)
 
-    converted = None
-    for j, (variant, spec) in enumerate(DECODE_VARIANTS.items()):
-        progress((len(lengths) + j) / steps, f"decode: converting to {variant}")
-        if converted is None or converted.spec.variant != spec.variant:
-            converted = convert(loaded, spec)  # MLA naive and absorbed share one conversion
-        results.decode += measure_decode(
-            converted.loaded.model, variant, contexts, decode_batch, repeats,
-            lambda fraction, message, j=j: progress((len(lengths) + j + fraction) / steps, message),
-        )
+    models = {}
+    for variant, spec in DECODE_VARIANTS.items():
+        progress(len(lengths) / stages, f"decode: converting SmolLM2 to {variant}")
+        same = [name for name in models if DECODE_VARIANTS[name].variant == spec.variant]
+        models[variant] = models[same[0]] if same else convert(loaded, spec).loaded.model  # MLA paths share one
+    results.decode = measure_decode(
+        models, contexts, decode_batch, repeats,
+        lambda fraction, message: progress((len(lengths) + 1 + fraction * len(lengths)) / stages, message),
+    )
     progress(1.0, "done")
     memory_note = (
         "Memory: peak bytes allocated during the call (torch.cuda.max_memory_allocated)." if info.device == "cuda"
@@ -545,8 +568,9 @@ def run_scaling(
         f"{max_materialised_bytes / 2**30:g} GiB.",
         "Decode: the whole model, one step per sequence, caches filled with random values up to the context "
         "(speed does not depend on the values); weights from SmolLM2 converted to each variant.",
-        "Absorbed MLA attends with one 288-dim key head and a 256-dim value: on a CPU SDPA runs its math kernel "
-        "for unequal key and value widths (its scores are only (B, H, 1, S) while decoding).",
+        "Absorbed MLA: the heads are query rows of one shared key head (latent | RoPE key, 288 dims), the cached row "
+        "doubles as the value so SDPA can use its fused kernel, and the RoPE columns of the output are dropped.",
+        "Decode variants take turns step by step (interleaved), so bursts of load on a shared machine hit all alike.",
     ]
     return results
 
