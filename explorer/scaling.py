@@ -123,6 +123,11 @@ class ScalingResults:
             return f"CPU ({self.info.device_name}, {threads}), {self.info.dtype}"
         return f"{self.info.device_name}, {self.info.dtype}"
 
+    @property
+    def memory_method(self) -> str:
+        """How the attention memory was counted: measured on CUDA, from tensor shapes on a CPU."""
+        return "peak allocated" if self.info.device == "cuda" else "from tensor shapes"
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -44,7 +44,7 @@ for column, (name, results) in zip(st.columns(len(runs)), runs.items()):
         ui.chart(scaling_figure(lengths, times, results.slopes, "time", f"Prefill time, one layer ({name})"),
                  key=f"scaling-time-{name}")
         lengths, memory = results.prefill_series("memory")
-        ui.chart(scaling_figure(lengths, memory, results.memory_slopes, "memory", f"Attention memory ({name})"),
+        ui.chart(scaling_figure(lengths, memory, results.memory_slopes, "memory", f"Attention memory, {results.memory_method} ({name})"),
                  key=f"scaling-memory-{name}")
         contexts, speeds = results.decode_series()
         roofline = scaling.roofline_curves(results, gpu) if gpu else None

@@ -19,7 +19,7 @@ COLOURS = {
     "MHA": "#b91c1c",
     "GQA": "#2563eb",
     "MQA": "#16a34a",
-    "MLA naive": "#a855f7",
+    "MLA naive": "#db2777",
     "MLA absorbed": "#7c3aed",
     "MLA": "#7c3aed",
 }
