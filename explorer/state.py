@@ -28,6 +28,9 @@ class ViewState:
     # attention view
     layer: int = 0  # layer shown in detail
     head: int = 0  # head enlarged
+    context: int = 0  # 0: the text as typed; N: the text filled up to N tokens with news prose
+    zoom: tuple[int, int] | None = None  # (first, end) tokens drawn one by one in a long input
+    log_colours: bool = False  # colour by log10(weight), to see small weights
     # attention variant (variant lab)
     variant: str = "original"  # original, mha, gqa, mqa or mla
     kv_heads: int | None = None  # GQA: KV heads kept (None: the variant's default)
@@ -51,6 +54,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "latent_rank": (1, 65_536),
     "rope_dims": (0, 4_096),
     "tokens": (1, 1 << 22),
+    "context": (0, 2_048),
     "batch": (1, 4_096),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -95,6 +99,17 @@ def parse_query(params: Mapping[str, str]) -> tuple[ViewState, list[str]]:
                 )
             else:
                 changes[name] = value
+        elif name == "log_colours":
+            if raw.lower() in ("1", "true", "0", "false"):
+                changes[name] = raw.lower() in ("1", "true")
+            else:
+                notices.append(f"The link's log_colours '{_shown(raw)}' is not 1 or 0; using 0.")
+        elif name == "zoom":
+            first, _, end = raw.partition("-")
+            if first.isdigit() and end.isdigit() and int(first) < int(end) <= 1 << 22:
+                changes[name] = (int(first), int(end))
+            else:
+                notices.append(f"The link's zoom '{_shown(raw)}' is not a token range like 64-128; showing the start.")
         elif name in CHOICES:
             if raw.lower() in CHOICES[name]:
                 changes[name] = raw.lower()
@@ -121,11 +136,17 @@ def clamp_to_model(state: ViewState, num_layers: int, num_heads: int) -> tuple[V
 def to_query(state: ViewState) -> dict[str, str]:
     """Query parameters for a share link: only the values that differ from the defaults."""
     default = ViewState()
-    return {
-        f.name: str(getattr(state, f.name))
-        for f in fields(state)
-        if getattr(state, f.name) != getattr(default, f.name) and getattr(state, f.name) is not None
-    }
+    query = {}
+    for f in fields(state):
+        value = getattr(state, f.name)
+        if value == getattr(default, f.name) or value is None:
+            continue
+        if f.name == "zoom":
+            value = f"{value[0]}-{value[1]}"
+        elif isinstance(value, bool):
+            value = int(value)
+        query[f.name] = str(value)
+    return query
 
 
 def _looks_like_model_id(value: str) -> bool:

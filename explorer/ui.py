@@ -185,10 +185,18 @@ def show_notices(extra: list[str] = ()) -> None:
         st.warning(notice)
 
 
+def keep_widget(key: str, value) -> None:
+    """Give a keyed widget its value from the view on first use, and keep it across page switches.
+
+    Re-assigning a widget's own value marks it as set by the app, which Streamlit keeps when the user moves to
+    another page and back; without it the widget would return to its default.
+    """
+    st.session_state[key] = st.session_state.get(key, value)
+
+
 def text_box() -> str:
     """The input text, in the sidebar; every page shows it and they share its value."""
-    # Re-assigning the value keeps it across a page switch, which would otherwise reset the widget.
-    st.session_state["text_box"] = st.session_state.get("text_box", view_state().text)
+    keep_widget("text_box", view_state().text)
     text = st.sidebar.text_area("Text", key="text_box", height=120, help="Press Ctrl+Enter to run it.")
     return set_view(text=text).text
 
@@ -348,13 +356,20 @@ def _cached_layer(key: str, text: str, num_tokens: int, layer: int, _overview: A
 
 def context_length() -> int:
     """Sidebar choice: the text as typed (0) or a context of N tokens, the text followed by real news prose."""
-    return st.sidebar.selectbox(
+    context = view_state().context
+    if context not in CONTEXT_LENGTHS:
+        show_notices([f"A context of {context} tokens is not offered; choose one of "
+                      f"{', '.join(map(str, CONTEXT_LENGTHS[1:]))}. Showing your text only."])
+        context = 0
+    keep_widget("context_length", context)
+    chosen = st.sidebar.selectbox(
         "Context length",
         CONTEXT_LENGTHS,
         key="context_length",
         format_func=lambda n: "Your text only" if n == 0 else f"{n} tokens: your text, then news prose",
         help="Long contexts fill up with news articles (the Lee corpus that ships with gensim).",
     )
+    return set_view(context=chosen).context
 
 
 def get_overview(key: str, text: str, context: int) -> AttentionOverview | None:
@@ -386,18 +401,25 @@ def zoom_region(num_tokens: int) -> tuple[int, int]:
     """The tokens drawn one by one: all of them for a short text, else a region of at most ZOOM_TOKENS."""
     if num_tokens <= ZOOM_TOKENS:
         return 0, num_tokens
+    first, end = view_state().zoom or (0, ZOOM_TOKENS)
+    first, end = min(first, num_tokens - 1), min(end, num_tokens)
+    keep_widget("zoom", (first, end))
     first, end = st.slider(
-        f"Zoom: tokens drawn one by one (at most {ZOOM_TOKENS})", 0, num_tokens, (0, ZOOM_TOKENS), key="zoom"
+        f"Zoom: tokens drawn one by one (at most {ZOOM_TOKENS})", 0, num_tokens, key="zoom"
     )
     if end - first > ZOOM_TOKENS:
         st.caption(f"The region is cut to {ZOOM_TOKENS} tokens from {first}; the pooled picture shows the rest.")
         end = first + ZOOM_TOKENS
-    return first, max(end, first + 1)
+    end = max(end, first + 1)
+    set_view(zoom=(first, end) if (first, end) != (0, ZOOM_TOKENS) else None)
+    return first, end
 
 
 def log_scale() -> bool:
     """A toggle for a log colour scale, which makes the many small weights of long inputs visible."""
-    return st.toggle("Log colour scale", key="log_scale", help="Colours follow log10(weight) from 0.0001 to 1.")
+    keep_widget("log_scale", view_state().log_colours)
+    on = st.toggle("Log colour scale", key="log_scale", help="Colours follow log10(weight) from 0.0001 to 1.")
+    return set_view(log_colours=on).log_colours
 
 
 def explain(name: str) -> None:

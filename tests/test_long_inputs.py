@@ -129,3 +129,16 @@ def test_home_page_at_1024_tokens_works_and_stays_small():
     sizes = page_payload(app)
     assert "Layer 3, head 0: all 1024 tokens, pooled" in sizes
     assert sum(sizes.values()) < PAYLOAD_BUDGET, sizes
+
+
+def test_a_link_restores_context_zoom_and_log_colours():
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file("../app.py", default_timeout=600)
+    app.query_params.update({"context": "256", "zoom": "100-140", "log_colours": "1", "layer": "2", "head": "1"})
+    app.run()
+    assert not app.exception
+    assert app.sidebar.selectbox(key="context_length").value == 256
+    assert app.slider(key="zoom").value == (100, 140)
+    assert app.toggle(key="log_scale").value is True
+    assert any("tokens 100–139" in title for title in figures(app))

@@ -50,3 +50,14 @@ def test_parsing_never_raises(params):
     state, notices = parse_query(params)
     assert isinstance(state, ViewState) and state.layer >= 0 and state.head >= 0
     assert all(isinstance(n, str) for n in notices)
+
+
+def test_long_input_view_round_trips():
+    state = ViewState(context=1024, zoom=(128, 192), log_colours=True)
+    assert to_query(state) == {"context": "1024", "zoom": "128-192", "log_colours": "1"}
+    assert parse_query(to_query(state)) == (state, [])
+
+
+def test_bad_zoom_and_log_values_fall_back():
+    state, notices = parse_query({"zoom": "90-10", "log_colours": "maybe", "context": "99999"})
+    assert state == ViewState() and len(notices) == 3
