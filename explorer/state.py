@@ -44,6 +44,7 @@ class ViewState:
     tokens: int = 32_768  # context length per sequence
     batch: int = 1  # sequences held at once
     dtype: str = "bf16"  # cache dtype
+    gpu: str | None = None  # GPU of the rooflines ("none": no roofline); None: each page's own default
 
 
 # name -> (smallest, largest) accepted for whole-number parameters
@@ -80,6 +81,8 @@ def parse_query(params: Mapping[str, str]) -> tuple[ViewState, list[str]]:
                 changes["text"] = raw[:MAX_TEXT_CHARS]
             else:
                 changes["text"] = raw
+        elif name == "gpu":
+            changes[name] = raw[:40]  # checked against the GPU table by the page that draws it
         elif name in ("model", "config"):
             if _looks_like_model_id(raw) or (name == "model" and raw in CATALOGUE):
                 changes[name] = raw

@@ -237,6 +237,18 @@ def layer_and_head(num_layers: int, num_heads: int) -> tuple[int, int]:
     return layer, head
 
 
+def gpu_picker(label: str, default: str = "H200"):
+    """A GPU from the table in `explorer.kv`, or None for "none" (offered when it is the default); in the URL."""
+    names = (["none"] if default == "none" else []) + [gpu.name for gpu in kv.GPUS]
+    wanted = view_state().gpu or default
+    if wanted not in names:
+        show_notices([f"Unknown GPU '{wanted}' in the link; choose one of {', '.join(names)}."])
+        wanted = default
+    name = st.selectbox(label, names, index=names.index(wanted))
+    set_view(gpu=None if name == default else name)
+    return None if name == "none" else kv.gpu_named(name)
+
+
 def variant_controls(shape) -> tuple:
     """Variant and its settings, kept in the URL: (variant, kv_heads, latent_rank, rope_dims, merge, form, svd)."""
     state = view_state()

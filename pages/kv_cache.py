@@ -60,7 +60,7 @@ ui.downloads(f"kv-cache-{config_name}", {
 ui.png_button(curve_figure, f"kv-cache-{config_name}")
 
 st.subheader("Decode speed limit: the memory roofline")
-gpu = kv.gpu_named(st.selectbox("GPU", [g.name for g in kv.GPUS], index=len(kv.GPUS) - 1))
+gpu = ui.gpu_picker("GPU")
 ui.chart(roofline_figure(contexts, kv.variant_roofline_curves(layouts, gpu, contexts, weights, batch, dtype),
                          gpu.name, log_x=log_x), key="kv-roofline")
 st.caption(
@@ -75,7 +75,7 @@ st.caption(
     "beside the formula (fp32 on a CPU)."
 )
 measure_tokens = st.slider("Tokens to run", 16, 512, 128, step=16)
-if st.button("Measure the real caches"):
+if st.button("Measure the real caches", key="measure"):
     st.dataframe(pd.DataFrame(ui.measured_caches(measure_tokens)), hide_index=True)
 
 st.subheader("Bytes per token of well-known models")

@@ -5,6 +5,7 @@ import streamlit as st
 from explorer import kv, scaling, ui
 from explorer.charts.scaling import decode_figure, scaling_figure
 
+ui.view_state()
 ui.show_notices()
 st.title("Scaling: what attention costs as the text grows")
 st.caption(
@@ -18,8 +19,8 @@ st.caption(
 
 runs = {name.removeprefix("scaling-"): results for name, results in scaling.committed_results().items()}
 left, right = st.columns([2, 1])
-gpu_name = left.selectbox("Roofline of a GPU on the decode charts", ["none"] + [gpu.name for gpu in kv.GPUS])
-gpu = None if gpu_name == "none" else kv.gpu_named(gpu_name)
+with left:
+    gpu = ui.gpu_picker("Roofline of a GPU on the decode charts", default="none")
 if right.button("Run a small benchmark here", help="128–1,024 tokens, about a minute on a laptop CPU"):
     loaded = ui.get_model("smollm2")
     if loaded is not None:
@@ -48,9 +49,10 @@ for column, (name, results) in zip(st.columns(len(runs)), runs.items()):
                  key=f"scaling-memory-{name}")
         contexts, speeds = results.decode_series()
         roofline = scaling.roofline_curves(results, gpu) if gpu else None
-        ui.chart(decode_figure(contexts, speeds, roofline, gpu_name if gpu else None,
+        ui.chart(decode_figure(contexts, speeds, roofline, gpu.name if gpu else None,
                                f"Decode, batch {results.decode_batch} ({name})"), key=f"scaling-decode-{name}")
         st.caption(scaling.summary(results))
         with st.expander("How it was measured"):
             for note in results.notes:
                 st.markdown(f"- {note}")
+ui.share_link()

@@ -43,7 +43,7 @@ def test_a_shared_link_restores_model_dtype_batch_and_context():
 
 def test_measured_cache_equals_the_formula_in_every_variant(kv_page):
     kv_page.run()
-    kv_page.button[0].click().run()
+    kv_page.button(key="measure").click().run()
     assert not kv_page.exception
     measured = kv_page.dataframe[1].value
     assert len(measured) == 4
