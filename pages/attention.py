@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import ui
+from explorer import export, ui
 from explorer.charts.attention import (
     head_grid, head_heatmap, layer_head_overview, mask_heatmap, mask_title, pooled_heatmap, summary_heatmap,
 )
@@ -55,6 +55,11 @@ with ui.beside("self_causal", (3, 1)):
         ui.chart(mask_heatmap(run.mask(layer)[first:end, first:end], run.tokens[first:end],
                               mask_title(run.kind, run.layer_windows[layer], num_tokens) + region, first=first),
                  key="mask")
+ui.downloads(f"attention-{model.entry.key}-L{layer}", {
+    "csv": export.attention_csv(weights[head, first:end, first:end], run.tokens[first:end]),
+    "json": export.attention_json(weights[:, first:end, first:end], run.tokens[first:end], model=model.entry.key,
+                                  layer=layer, first_token=first),
+})
 
 st.subheader("Every head in three numbers")
 with ui.beside("head_summaries"):
@@ -73,3 +78,4 @@ with ui.beside("quadratic_cost"):
                f"pooled into at most {run.pooled.shape[-1]} blocks a side. A dark first column in a tile is an "
                "*attention sink*.")
     ui.chart(layer_head_overview(run.pooled, run.block_labels, log_scale=log), key="overview")
+ui.share_link()

@@ -3,7 +3,7 @@ queries look back at the encoder's tokens. Offline it shows a tiny model with ra
 
 import streamlit as st
 
-from explorer import ui
+from explorer import export, ui
 from explorer.charts.attention import head_grid, head_heatmap
 from explorer.untrained import UNTRAINED_NOTE, is_untrained
 
@@ -51,7 +51,10 @@ with cross_column:
                           f"Cross-attention<br>layer {decoder_layer}, head {head}{note}", key_tokens=run.source_tokens),
              key="cross")
     st.caption("Rows: decoder tokens (queries). Columns: encoder tokens (keys). Nothing is masked.")
+ui.downloads(f"cross-attention-L{decoder_layer}H{head}",
+             {"csv": export.attention_csv(run.cross[decoder_layer, head], run.target_tokens, run.source_tokens)})
 
 with ui.beside("self_causal"):
     ui.chart(head_grid(run.cross[decoder_layer], run.target_tokens, f"Cross-attention, decoder layer {decoder_layer}: "
                        f"all heads{note}", columns=2, key_tokens=run.source_tokens), key="cross-grid")
+ui.share_link()
