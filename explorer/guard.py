@@ -93,7 +93,7 @@ class MemoryEstimate:
     num_tokens: int  # tokens in the run
     attention_bytes: int  # attention probabilities kept: every layer's (H, T, T), and the copies made of them
     activation_bytes: int  # working set of one layer (scores, softmax, q/k/v, MLP), hidden states and logits
-    kv_cache_bytes: int  # keys and values a decoder returns: layers · T · (2 · kv_heads · head_dim, or MLA's latent)
+    kv_cache_bytes: int  # keys and values a decoder returns: layers · T · (2 · kv_heads · head_dim, or a latent)
 
     @property
     def total_bytes(self) -> int:

@@ -215,7 +215,9 @@ def check_folder_is_safe(folder: Path) -> None:
     """Refuse, with a sentence, a model folder that has no config.json or whose weights are not safetensors
     (pickle-based weights can run code when read). Files are only listed here, never opened."""
     if not folder.is_dir():
-        raise ModelLoadError(f"'{shown(folder)}' is not a folder; give a folder with config.json and safetensors weights.")
+        raise ModelLoadError(
+            f"'{shown(folder)}' is not a folder; give a folder with config.json and safetensors weights."
+        )
     if not (folder / "config.json").is_file():
         raise ModelLoadError(
             f"'{shown(folder)}' has no config.json; give the folder a model was saved to (save_pretrained writes one)."
@@ -226,8 +228,8 @@ def check_folder_is_safe(folder: Path) -> None:
     pickled = sorted(name for name in names if name.endswith(PICKLE_WEIGHT_SUFFIXES))
     if pickled:
         raise ModelLoadError(
-            f"'{shown(folder)}' has its weights only as {', '.join(pickled[:3])}, a pickle format that can run code when "
-            "read; this explorer loads safetensors weights only. Save the model once with "
+            f"'{shown(folder)}' has its weights only as {', '.join(pickled[:3])}, a pickle format that can run "
+            "code when read; this explorer loads safetensors weights only. Save the model once with "
             "`model.save_pretrained(folder, safe_serialization=True)` where you trust it, then load that folder."
         )
     raise ModelLoadError(f"'{shown(folder)}' has no model.safetensors; give a folder with safetensors weights.")

@@ -58,7 +58,9 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
     hosted_value = env.get("ATTENTION_EXPLORER_HOSTED")
     hosted = _flag(env, "ATTENTION_EXPLORER_HOSTED") if hosted_value not in (None, "") else bool(env.get("SPACE_ID"))
     max_tokens_default = HOSTED_MAX_INPUT_TOKENS if hosted else LOCAL_MAX_INPUT_TOKENS
-    max_input_tokens = _whole_number(env, "ATTENTION_EXPLORER_MAX_TOKENS", max_tokens_default, 1, LOCAL_MAX_INPUT_TOKENS)
+    max_input_tokens = _whole_number(
+        env, "ATTENTION_EXPLORER_MAX_TOKENS", max_tokens_default, 1, LOCAL_MAX_INPUT_TOKENS
+    )
     models_value = env.get("ATTENTION_EXPLORER_MODELS", "").strip()
     if models_value:
         allowed_models = tuple(name.strip() for name in models_value.split(",") if name.strip())

@@ -115,14 +115,6 @@ OTHER_SESSIONS = [
 ]
 
 
-HOOK_LEAK = (
-    "explorer.run.overview_attention and layer_attention register forward hooks on the shared model's modules, "
-    "so any two passes at once on one model (run_attention included) fire those hooks: a session gets another session's weights "
-    "('could not broadcast (9,8,8) into (9,7,7)', or silently wrong numbers when token counts match). Fix: "
-    "hold a per-model lock around the hooked forward pass (e.g. a threading.Lock kept in LoadedModel)."
-)
-
-
 @pytest.fixture(scope="module")
 def eight_sessions():
     """Warm one server, then run eight sessions at once while a probe keeps asking the server's health."""
@@ -172,7 +164,6 @@ def test_eight_sessions_finish_and_the_server_stays_responsive(eight_sessions):
     assert any("deepseek-v2: weights + KV cache" in text for text in deepseek.texts)
 
 
-@pytest.mark.xfail(strict=True, reason=HOOK_LEAK)
 def test_each_session_sees_exactly_its_own_attention(eight_sessions, smollm2, minilm):
     """Each attention session drew its own text, layer and head, equal to a fresh computation alone: nothing
     leaked between sessions and the shared models were not changed by any of them."""
@@ -189,10 +180,10 @@ def test_each_session_sees_exactly_its_own_attention(eight_sessions, smollm2, mi
         np.testing.assert_allclose(array(heatmap["data"][0]["z"]), weights, atol=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason=HOOK_LEAK)
 def test_two_overview_passes_at_once_on_one_model_do_not_mix(minilm):
-    """Deterministic form of the leak: both passes are held at the first layer until both are inside the
-    model (a lock that serialises them makes the wait time out, and then the passes run one after the other)."""
+    """Both passes are held at the first layer until both are inside the shared model, so every later layer runs
+    while the other pass's hooks are registered too: each pass must still keep only its own weights. (Passes
+    serialised by a lock would make the wait time out and then run one after the other: also correct.)"""
     texts = ["a short one", "a somewhat longer sentence than the other one"]
     alone = [overview_attention(minilm, text) for text in texts]
     both_inside = threading.Barrier(2, timeout=5)
@@ -210,7 +201,7 @@ def test_two_overview_passes_at_once_on_one_model_do_not_mix(minilm):
     def run(index: int) -> None:
         try:
             outcomes[index] = overview_attention(minilm, texts[index])
-        except Exception as error:  # noqa: BLE001  (the leak shows as a shape error in the other pass's hook)
+        except Exception as error:  # noqa: BLE001  (a leak shows as a shape error in the other pass's hook)
             outcomes[index] = error
 
     try:

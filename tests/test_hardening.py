@@ -50,7 +50,7 @@ HOSTILE_TEXTS = {
 LONG_TEXT = "The giant ate the apple because it was hungry. " * 2200  # ~103,000 characters
 
 
-# --- Text through the run functions, on both real models ------------------------------------------------------
+# --- Text through the run functions, on both real models ----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_any_link_gives_a_usable_view_and_sentences(params):
     assert parse_query(to_query(state)) == (state, [])  # a link made from the view restores it exactly
 
 
-# --- Impossible variant settings ------------------------------------------------------------------------------------
+# --- Impossible variant settings ----------------------------------------------------------------------------------
 
 
 @hypothesis_settings(max_examples=200, deadline=None)
@@ -203,7 +203,7 @@ def test_a_variant_of_an_encoder_is_refused_with_a_sentence(minilm):
         convert(minilm, VariantSpec("mqa"))
 
 
-# --- Model ids: unknown, private, malformed ---------------------------------------------------------------------------
+# --- Model ids: unknown, private, malformed -----------------------------------------------------------------------
 
 BAD_MODEL_IDS = [
     "", " ", "someone/private-model", "no-such-model", "<script>alert(1)</script>", "a" * 5000, "x/y/z",
@@ -231,7 +231,7 @@ def test_any_model_id_loads_or_is_refused_with_a_sentence(key):
             load_model(key, device="cpu", settings=chosen)
 
 
-# --- The memory guard ---------------------------------------------------------------------------------------------------
+# --- The memory guard ---------------------------------------------------------------------------------------------
 
 
 def test_the_estimate_holds_the_attention_weights_a_run_really_keeps(smollm2, minilm):
@@ -331,7 +331,7 @@ def test_the_limit_comes_from_settings_or_available_memory():
     assert 0 < guard.memory_limit(Settings(memory_fraction=0.5)) <= 0.55 * psutil.virtual_memory().available
 
 
-# --- The pages ------------------------------------------------------------------------------------------------------------
+# --- The pages ----------------------------------------------------------------------------------------------------
 
 PAGES = ["pages/attention.py", "pages/self_vs_causal.py", "pages/cross_attention.py", "pages/kv_cache.py",
          "pages/scaling.py"]  # the variant lab converts and evaluates a model on each run: tested on its own below
