@@ -67,3 +67,11 @@ def test_self_vs_causal_page(app):
     assert len(app.get("plotly_chart")) == 6
     bars = figures(app)["Where 'it' looks, layer 5"]
     assert bars["layout"]["xaxis"]["ticktext"][0] == "[CLS]"
+
+
+def test_the_share_link_carries_the_view(app):
+    app.query_params.update({"text": "the cat saw the dog", "model": "minilm"})
+    app.run()
+    next(s for s in app.slider if s.label == "Layer").set_value(4).run()
+    link = app.sidebar.code[0].value
+    assert "text=the+cat+saw+the+dog" in link and "model=minilm" in link and "layer=4" in link
