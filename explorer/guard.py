@@ -254,6 +254,13 @@ def admit(config, num_tokens: int, model_name: str = "this model", dtype_bytes: 
     return LEDGER.admit(config, num_tokens, model_name, dtype_bytes, keeps, settings, limit_bytes)
 
 
+def admit_text(loaded, text: str, max_tokens: int, keeps: Keeps = "all_layers", settings: Settings | None = None):
+    """`with admit_text(loaded, text, max_tokens): run...`: `admit` for a loaded model and a text, whose tokens
+    are counted with the model's tokenizer and cut to `max_tokens`, as the run will cut them."""
+    num_tokens = min(len(loaded.tokenizer(text)["input_ids"]), max_tokens)
+    return admit(loaded.config, num_tokens, loaded.entry.label, loaded.dtype.itemsize, keeps, settings)
+
+
 def readable_bytes(size: float) -> str:
     """'1.5 GB', '283 MB', '12 kB' (powers of 1000, as hosts advertise memory)."""
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):

@@ -324,6 +324,16 @@ def test_runs_in_flight_count_against_each_other(smollm2):
         pass
 
 
+def test_a_text_is_admitted_by_its_token_count_and_refused_over_the_limit(smollm2):
+    text = "The giant ate the apple because it was hungry. " * 100  # ~1000 tokens, cut to 512
+    with guard.admit_text(smollm2, text, 512, settings=Settings(memory_limit_bytes=10**9)) as estimate:
+        assert estimate.num_tokens == 512 and guard.LEDGER.reserved_bytes() == estimate.total_bytes
+    assert guard.LEDGER.reserved_bytes() == 0
+    with pytest.raises(guard.MemoryLimitError, match="Running 512 tokens through SmolLM2-135M-Instruct"):
+        with guard.admit_text(smollm2, text, 512, keeps="one_layer", settings=Settings(memory_limit_bytes=10**8)):
+            pass
+
+
 def test_the_limit_comes_from_settings_or_available_memory():
     assert guard.memory_limit(Settings(memory_limit_bytes=123)) == 123
     available = guard.available_memory()
