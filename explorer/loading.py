@@ -21,7 +21,7 @@ import torch
 from filelock import FileLock
 
 from explorer import guard
-from explorer.catalogue import CATALOGUE, ModelEntry, ModelKind, entry_for, is_local_path
+from explorer.catalogue import CATALOGUE, ModelEntry, ModelKind, entry_for, is_local_path, looks_like_hub_id
 from explorer.settings import Settings, read_settings
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
@@ -281,6 +281,11 @@ def _load_from_hub(model_id: str, dtype: torch.dtype, settings: Settings | None 
             )
         check_folder_is_safe(folder)
         return _explained(lambda: _load_folder(str(folder), dtype, True, model_id, settings), model_id)
+    if not looks_like_hub_id(model_id):
+        raise ModelLoadError(
+            f"'{shown(model_id)}' is neither a Hugging Face id (owner/name, made of letters, digits, '.', '_' and "
+            "'-') nor a folder on this machine; check the spelling."
+        )
     if settings.offline:
         raise ModelLoadError(
             f"Cannot fetch '{shown(model_id)}': this machine is offline (HF_HUB_OFFLINE=1). "
