@@ -2,7 +2,14 @@
 
 import streamlit as st
 
+from explorer.settings import SettingsError, read_settings
+
 st.set_page_config(page_title="Attention Explorer", page_icon="🔍", layout="wide")
+try:
+    read_settings()  # a misconfigured host says which variable is wrong, before anything loads
+except SettingsError as error:
+    st.error(str(error))
+    st.stop()
 
 pages = st.navigation(
     [

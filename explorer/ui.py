@@ -11,8 +11,9 @@ from dataclasses import replace
 
 import streamlit as st
 
-from explorer import export, kv
+from explorer import export, guard, kv, lab
 from explorer.catalogue import CATALOGUE, entry_for
+from explorer.settings import read_settings
 from explorer.loading import LoadedModel, ModelLoadError, load_model, needs_conversion, prepare_weights
 from explorer.run import MAX_TOKENS, AttentionRun, run_attention
 from explorer.state import VARIANTS, ViewState, clamp_to_model, parse_query, to_query
@@ -64,7 +65,7 @@ def _cached_quality(key: str, spec: VariantSpec) -> Quality:
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _cached_variant_run(key: str, spec: VariantSpec, text: str) -> AttentionRun:
-    return run_attention(_cached_conversion(key, spec).loaded, text)
+    return run_attention(_cached_conversion(key, spec).loaded, text, min(MAX_TOKENS, read_settings().max_input_tokens))
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -97,7 +98,10 @@ def variant_quality(key: str, spec: VariantSpec) -> tuple[Quality, Reference]:
 
 
 def variant_run(key: str, spec: VariantSpec, text: str) -> AttentionRun:
-    return _cached_variant_run(key, spec, text)
+    """The converted model's attention on `text` (cut to the same tokens as the original's run)."""
+    loaded = _cached_conversion(key, spec).loaded
+    with guard.admit_text(loaded, text, min(MAX_TOKENS, read_settings().max_input_tokens)):
+        return _cached_variant_run(key, spec, text)
 
 
 def absorb_gap(key: str, spec: VariantSpec, text: str) -> float:
@@ -145,10 +149,16 @@ def get_model(key: str) -> LoadedModel | None:
 
 def get_run(key: str, text: str, max_tokens: int = MAX_TOKENS) -> AttentionRun | None:
     """The attention of `text` in model `key`, computed once; None (with a message) when it cannot run."""
-    if get_model(key) is None:
+    loaded = get_model(key)
+    if loaded is None:
         return None
+    max_tokens = min(max_tokens, read_settings().max_input_tokens)
     try:
-        run = _cached_run(key, text, max_tokens)
+        with guard.admit_text(loaded, text, max_tokens, keeps="all_layers"):
+            run = _cached_run(key, text, max_tokens)
+    except guard.MemoryLimitError as error:
+        st.warning(str(error))
+        return None
     except ValueError as error:
         st.info(str(error))
         return None
@@ -202,10 +212,16 @@ def text_box() -> str:
 
 
 def model_picker() -> str:
-    """Pick a catalogue model, or type a hub id / local folder; returns the model key."""
+    """Pick a catalogue model, or type a hub id / local folder; returns the model key.
+
+    A hosted server offers only the models it allows, and no free-typed id.
+    """
     state = view_state()
-    options = [*CATALOGUE, OTHER_MODEL]
-    current = state.model if state.model in CATALOGUE else OTHER_MODEL
+    allowed = read_settings()
+    options = [key for key in CATALOGUE if allowed.allows_model(key)]
+    if not allowed.hosted and allowed.allowed_models is None:
+        options.append(OTHER_MODEL)
+    current = state.model if state.model in options else (OTHER_MODEL if OTHER_MODEL in options else options[0])
     labels = {key: entry.label + ("" if entry.is_installed() else " (not installed)") for key, entry in CATALOGUE.items()}
     labels[OTHER_MODEL] = "Other: a Hugging Face id or local folder"
     choice = st.sidebar.selectbox("Model", options, index=options.index(current), format_func=labels.get)
@@ -262,7 +278,10 @@ def variant_controls(shape) -> tuple:
     merges = {"mean": "mean-pool (GQA paper)", "first": "keep the first head", "aligned": "aligned merge"}
     if variant == "gqa":
         choices = [n for n in range(1, shape.heads + 1) if shape.heads % n == 0]
-        kv_heads = left.select_slider("KV heads", choices, value=kv_heads if kv_heads in choices else shape.kv_heads)
+        if kv_heads is not None and kv_heads not in choices:
+            show_notices(lab.spec_from_view("gqa", kv_heads, None, None, merge, form, svd, shape)[1])
+            kv_heads = shape.kv_heads
+        kv_heads = left.select_slider("KV heads", choices, value=kv_heads or shape.kv_heads)
     if variant in ("gqa", "mqa"):
         merge = middle.radio("Merge a group by", list(merges), index=list(merges).index(merge), format_func=merges.get)
     if variant == "mla":
@@ -368,15 +387,16 @@ def _cached_layer(key: str, text: str, num_tokens: int, layer: int, _overview: A
 
 def context_length() -> int:
     """Sidebar choice: the text as typed (0) or a context of N tokens, the text followed by real news prose."""
+    offered = [n for n in CONTEXT_LENGTHS if n <= read_settings().max_input_tokens]
     context = view_state().context
-    if context not in CONTEXT_LENGTHS:
-        show_notices([f"A context of {context} tokens is not offered; choose one of "
-                      f"{', '.join(map(str, CONTEXT_LENGTHS[1:]))}. Showing your text only."])
+    if context not in offered:
+        show_notices([f"A context of {context} tokens is not offered here; choose one of "
+                      f"{', '.join(map(str, offered[1:])) or 'none'}. Showing your text only."])
         context = 0
     keep_widget("context_length", context)
     chosen = st.sidebar.selectbox(
         "Context length",
-        CONTEXT_LENGTHS,
+        offered,
         key="context_length",
         format_func=lambda n: "Your text only" if n == 0 else f"{n} tokens: your text, then news prose",
         help="Long contexts fill up with news articles (the Lee corpus that ships with gensim).",
@@ -386,15 +406,21 @@ def context_length() -> int:
 
 def get_overview(key: str, text: str, context: int) -> AttentionOverview | None:
     """The reduced run of `text` (filled to `context` tokens when > 0); None, with a message, when it cannot run."""
-    if get_model(key) is None:
+    loaded = get_model(key)
+    if loaded is None:
         return None
     if context and text.strip():
         text, max_tokens = fill_with_prose(text, context), context
     else:
         max_tokens = MAX_TOKENS
+    max_tokens = min(max_tokens, read_settings().max_input_tokens)
     try:
         with st.spinner(f"Running {max_tokens if context else 'your'} tokens through the model"):
-            overview = _cached_overview(key, text, max_tokens)
+            with guard.admit_text(loaded, text, max_tokens, keeps="one_layer"):
+                overview = _cached_overview(key, text, max_tokens)
+    except guard.MemoryLimitError as error:
+        st.warning(str(error))
+        return None
     except ValueError as error:
         st.info(str(error))
         return None
@@ -459,7 +485,13 @@ def _cached_cross_run(key: str, source: str, target: str) -> CrossAttentionRun:
 
 
 def encoder_decoder_picker() -> str:
-    """Sidebar: the offline tiny model (random weights) or any hub encoder-decoder id; returns its key."""
+    """Sidebar: the offline tiny model (random weights) or any hub encoder-decoder id; returns its key.
+
+    A hosted server offers only the tiny model: it loads no model it was not set up to serve.
+    """
+    if read_settings().hosted:
+        st.sidebar.caption(f"Encoder-decoder: {UNTRAINED_ENTRY.label} (this hosted demo serves no other).")
+        return UNTRAINED_KEY
     choice = st.sidebar.selectbox(
         "Encoder-decoder model",
         [UNTRAINED_KEY, OTHER_MODEL],

@@ -168,8 +168,6 @@ def test_a_hosted_page_refuses_a_linked_model_with_a_sentence(hosted_app, model)
     assert "does not load folders" in errors or "serves only" in errors
 
 
-@pytest.mark.xfail(strict=True, reason="ui.model_picker still offers 'Other: a Hugging Face id or local folder' "
-                   "when settings.hosted; it should list settings.allowed_models only")
 def test_a_hosted_model_picker_offers_only_the_allowed_models(hosted_app):
     hosted_app.run()
     assert not hosted_app.exception
@@ -178,8 +176,6 @@ def test_a_hosted_model_picker_offers_only_the_allowed_models(hosted_app):
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="ui.get_overview/get_run cut at explorer.run.MAX_TOKENS and offer contexts "
-                   "up to 2048; they should use read_settings().max_input_tokens")
 def test_a_hosted_page_cuts_long_text_at_the_hosted_token_limit(hosted_app, monkeypatch):
     monkeypatch.setenv("ATTENTION_EXPLORER_MAX_TOKENS", "64")
     hosted_app.run()
