@@ -13,12 +13,12 @@ except SettingsError as error:
 
 pages = st.navigation(
     [
-        st.Page("pages/attention.py", title="Attention", icon="🔍", default=True),
-        st.Page("pages/self_vs_causal.py", title="Self vs causal", icon="↔️"),
-        st.Page("pages/cross_attention.py", title="Cross-attention", icon="🔀"),
-        st.Page("pages/variant_lab.py", title="Variant lab", icon="🧪"),
-        st.Page("pages/kv_cache.py", title="KV cache", icon="🧮"),
-        st.Page("pages/scaling.py", title="Scaling", icon="📈"),
+        st.Page("views/attention.py", title="Attention", icon="🔍", default=True),
+        st.Page("views/self_vs_causal.py", title="Self vs causal", icon="↔️"),
+        st.Page("views/cross_attention.py", title="Cross-attention", icon="🔀"),
+        st.Page("views/variant_lab.py", title="Variant lab", icon="🧪"),
+        st.Page("views/kv_cache.py", title="KV cache", icon="🧮"),
+        st.Page("views/scaling.py", title="Scaling", icon="📈"),
     ]
 )
 st.sidebar.title("Attention Explorer")

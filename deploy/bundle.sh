@@ -11,7 +11,7 @@ if [ -e "$out" ]; then
 fi
 mkdir -p "$out"
 # Only what the app runs: the committed files of these folders (no tests, benchmarks or screenshots).
-git archive --format=tar HEAD app.py explorer pages assets .streamlit | tar -x -C "$out"
+git archive --format=tar HEAD app.py explorer views assets .streamlit | tar -x -C "$out"
 # The host's requirements: its extras (CPU torch index, psutil, gensim), then the app's own pins unchanged.
 cat deploy/requirements-host.txt requirements.txt > "$out/requirements.txt"
 cp deploy/huggingface-space/README.md "$out/README.md"

@@ -60,7 +60,7 @@ def test_empty_text_asks_for_a_sentence(app):
 
 def test_self_vs_causal_page(app):
     app.run()
-    app.switch_page("pages/self_vs_causal.py").run()
+    app.switch_page("views/self_vs_causal.py").run()
     assert not app.exception
     shares = [m.value for m in app.metric]
     assert shares[1] == "0.0%" and float(shares[0].rstrip("%")) > 1.0  # decoder sees no future; encoder does

@@ -110,3 +110,17 @@ def test_cross_attention_page_shows_three_kinds_and_says_untrained(server, brows
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "cross_attention.png", full_page=True)
     page.close()
+
+
+def test_a_deep_link_is_the_first_request_of_a_fresh_server(browser):
+    """A shared link to a page other than home, opened on a server nobody has visited yet, still runs app.py
+    (navigation, settings) and restores the view."""
+    with streamlit_server() as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(f"{url}/kv_cache?config=llama-3-8b&dtype=fp8")
+        wait_idle(page)
+        page.wait_for_selector('[data-testid="stPlotlyChart"]', timeout=120_000)
+        sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+        assert "Attention Explorer" in sidebar and "Variant lab" in sidebar
+        assert "llama-3-8b: weights + KV cache against context length" in page.locator('[data-testid="stMain"]').inner_text()
+        page.close()

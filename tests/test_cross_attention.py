@@ -67,7 +67,7 @@ def test_rectangular_charts_label_queries_and_keys_apart():
 def test_cross_attention_page_labels_the_untrained_model_everywhere():
     app = AppTest.from_file("../app.py", default_timeout=180)
     app.run()
-    app.switch_page("pages/cross_attention.py").run()
+    app.switch_page("views/cross_attention.py").run()
     assert not app.exception
     specs = figures(app)
     assert len(specs) == 4 and all(UNTRAINED_NOTE in title for title in specs)

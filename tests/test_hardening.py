@@ -343,12 +343,12 @@ def test_the_limit_comes_from_settings_or_available_memory():
 
 # --- The pages ----------------------------------------------------------------------------------------------------
 
-PAGES = ["pages/attention.py", "pages/self_vs_causal.py", "pages/cross_attention.py", "pages/kv_cache.py",
-         "pages/scaling.py"]  # the variant lab converts and evaluates a model on each run: tested on its own below
+PAGES = ["views/attention.py", "views/self_vs_causal.py", "views/cross_attention.py", "views/kv_cache.py",
+         "views/scaling.py"]  # the variant lab converts and evaluates a model on each run: tested on its own below
 TEXTS_PER_PAGE = {  # every hostile text on the attention page; a spread of them on the other text pages
-    "pages/attention.py": [*HOSTILE_TEXTS],
-    "pages/self_vs_causal.py": ["empty", "html", "control", "zero-width only", "emoji", "right-to-left"],
-    "pages/cross_attention.py": ["spaces", "html", "bidi override", "mixed scripts"],
+    "views/attention.py": [*HOSTILE_TEXTS],
+    "views/self_vs_causal.py": ["empty", "html", "control", "zero-width only", "emoji", "right-to-left"],
+    "views/cross_attention.py": ["spaces", "html", "bidi override", "mixed scripts"],
 }
 
 
@@ -431,6 +431,6 @@ def test_an_impossible_variant_in_a_link_is_replaced_with_a_notice(monkeypatch):
     app = AppTest.from_file(APP, default_timeout=600)
     app.query_params.update({"variant": "gqa", "kv_heads": "2"})
     app.run()
-    app.switch_page("pages/variant_lab.py").run()
+    app.switch_page("views/variant_lab.py").run()
     assert not app.exception, [e.value for e in app.exception]
     assert any("choose 1, 3 or 9 KV heads" in w.value for w in app.warning)

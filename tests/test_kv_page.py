@@ -12,7 +12,7 @@ def open_kv_page(query: dict[str, str] | None = None) -> AppTest:
     app = AppTest.from_file(APP, default_timeout=300)
     app.query_params.update(query or {})
     app.run()  # the home page reads the link on the session's first run
-    app.switch_page("pages/kv_cache.py")
+    app.switch_page("views/kv_cache.py")
     return app
 
 

@@ -94,7 +94,7 @@ def test_the_charts_draw_slopes_and_refuse_bad_input():
 def open_scaling_page() -> AppTest:
     app = AppTest.from_file("../app.py", default_timeout=300)
     app.run()
-    app.switch_page("pages/scaling.py").run()
+    app.switch_page("views/scaling.py").run()
     return app
 
 

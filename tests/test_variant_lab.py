@@ -16,7 +16,7 @@ def open_lab(query: dict[str, str]) -> AppTest:
     app = AppTest.from_file("../app.py", default_timeout=600)
     app.query_params.update(query)
     app.run()
-    app.switch_page("pages/variant_lab.py").run()
+    app.switch_page("views/variant_lab.py").run()
     return app
 
 
