@@ -37,22 +37,39 @@ REPORT_SPECS: tuple[VariantSpec, ...] = (
 )
 
 
-def set_attn_path(model, attn_path: str) -> None:
-    """Switch every MLA layer of `model` (a converted copy) to the naive or the absorbed path."""
-    for module in model.modules():
-        if isinstance(module, MultiHeadLatentAttention):
-            module.mla = dataclasses.replace(module.mla, attn_path=attn_path)
-
-
 @torch.inference_mode()
 def absorbed_vs_naive(model, input_ids: torch.Tensor) -> float:
-    """Max |logit difference| between the absorbed and the naive path of an MLA model, both run in float64."""
-    model64 = copy.deepcopy(model).double()
-    set_attn_path(model64, "naive")
-    naive = model64(input_ids=input_ids).logits  # (B, T, V)
-    set_attn_path(model64, "absorb")
-    absorbed = model64(input_ids=input_ids).logits  # (B, T, V)
-    return float((naive - absorbed).abs().max())
+    """Max |output difference| between the absorbed and the naive path of every MLA layer, in float64.
+
+    Each layer runs as a float64 copy on the inputs it really sees in a pass over `input_ids`. Comparing
+    whole-model logits would hide the difference: Llama's RMSNorm rounds to float32 between layers.
+    """
+    seen = []
+
+    def keep(module, args, kwargs):
+        seen.append((module, kwargs["hidden_states"], kwargs["position_embeddings"], kwargs.get("attention_mask")))
+
+    layers = [module for module in model.modules() if isinstance(module, MultiHeadLatentAttention)]
+    handles = [layer.register_forward_pre_hook(keep, with_kwargs=True) for layer in layers]
+    try:
+        model(input_ids=input_ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    worst = 0.0
+    for module, hidden_states, (cos, sin), mask in seen:
+        layer = copy.deepcopy(module).double()
+        inputs = dict(
+            hidden_states=hidden_states.double(),  # (B, T, d_model)
+            position_embeddings=(cos.double(), sin.double()),  # (B, T, hd) each
+            attention_mask=None if mask is None else mask.double(),  # (B, 1, T, T)
+        )
+        layer.mla = dataclasses.replace(layer.mla, attn_path="naive")
+        naive, _ = layer(**inputs)  # (B, T, d_model)
+        layer.mla = dataclasses.replace(layer.mla, attn_path="absorb")
+        absorbed, _ = layer(**inputs)  # (B, T, d_model)
+        worst = max(worst, float((naive - absorbed).abs().max()))
+    return worst
 
 
 def variant_report(
