@@ -1,7 +1,5 @@
 """Conversions of real SmolLM2 weights: exact where the maths says so, smaller caches, and the original untouched."""
 
-import copy
-
 import pytest
 import torch
 

@@ -5,7 +5,6 @@ Only `kv_heads` keys and values are computed and cached; they are expanded to th
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import LlamaAttention, apply_rotary_pos_emb
 

@@ -74,7 +74,8 @@ class MultiHeadLatentAttention(LlamaAttention):
         mla = self.mla
         B, T, _ = hidden_states.shape  # batch, tokens, d_model
         q = self.q_proj(hidden_states).view(B, T, mla.heads, mla.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        latent, k_pe = self.wkv_a(hidden_states).split([mla.latent_rank, mla.rope_dims], dim=-1)  # (B, T, r), (B, T, dr)
+        kv_a = self.wkv_a(hidden_states)  # (B, T, r+dr)
+        latent, k_pe = kv_a.split([mla.latent_rank, mla.rope_dims], dim=-1)  # (B, T, r), (B, T, dr)
         latent = latent[:, None]  # (B, 1, T, r)
         k_pe = k_pe[:, None]  # (B, 1, T, dr)
         cos, sin = position_embeddings  # (B, T, hd) each, for the query positions

@@ -110,7 +110,8 @@ def variant_report(
                 row["absorbed_vs_naive_max_diff_float64"] = absorbed_vs_naive(model, input_ids[:1, :64])
         rows.append(row)
         if progress is not None:
-            progress(f"{row['label']}: perplexity {row['perplexity']:.1f}, {row['conversion_seconds']:.1f} s to convert")
+            seconds = row["conversion_seconds"]
+            progress(f"{row['label']}: perplexity {row['perplexity']:.1f}, {seconds:.1f} s to convert")
         del conversion, model
     return {
         "model": loaded.entry.key,
