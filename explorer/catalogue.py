@@ -121,3 +121,15 @@ def entry_for(key: str) -> ModelEntry:
         source="hub",
         hub_id=key,
     )
+
+
+def model_kind(config) -> ModelKind:
+    """Decoder, encoder or encoder-decoder, read from a transformers config."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    architectures = " ".join(getattr(config, "architectures", None) or [])
+    if "CausalLM" in architectures or "LMHead" in architectures or getattr(config, "is_decoder", False):
+        return "decoder"
+    if config.model_type in ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "albert", "mpnet"):
+        return "encoder"
+    return "decoder"

@@ -14,11 +14,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import torch
 
-from explorer.loading import LoadedModel, model_kind
+from explorer.catalogue import model_kind
+
+if TYPE_CHECKING:  # only for annotations: kv reads configs and never loads a model itself
+    from explorer.loading import LoadedModel
 
 Variant = Literal["MHA", "GQA", "MQA", "MLA"]
 

@@ -21,7 +21,15 @@ import torch
 from filelock import FileLock
 
 from explorer import guard
-from explorer.catalogue import CATALOGUE, ModelEntry, ModelKind, entry_for, is_local_path, looks_like_hub_id
+from explorer.catalogue import (
+    CATALOGUE,
+    ModelEntry,
+    ModelKind,
+    entry_for,
+    is_local_path,
+    looks_like_hub_id,
+    model_kind,
+)
 from explorer.settings import Settings, read_settings
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
@@ -158,18 +166,6 @@ def prepare_weights(entry: ModelEntry, progress: Progress | None = None) -> Path
             if needs_conversion(entry):
                 convert_gguf_to_safetensors(entry, converted_path(entry), report)
     return converted_path(entry)
-
-
-def model_kind(config) -> ModelKind:
-    """Decoder, encoder or encoder-decoder, read from a transformers config."""
-    if getattr(config, "is_encoder_decoder", False):
-        return "encoder-decoder"
-    architectures = " ".join(getattr(config, "architectures", None) or [])
-    if "CausalLM" in architectures or "LMHead" in architectures or getattr(config, "is_decoder", False):
-        return "decoder"
-    if config.model_type in ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "albert", "mpnet"):
-        return "encoder"
-    return "decoder"
 
 
 def convert_gguf_to_safetensors(entry: ModelEntry, folder: Path, report: Progress) -> None:
