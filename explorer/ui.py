@@ -9,17 +9,30 @@ import html
 import urllib.parse
 from dataclasses import replace
 
+import numpy as np
 import streamlit as st
+import torch
 
 from explorer import export, guard, kv, lab
 from explorer.catalogue import CATALOGUE, entry_for
-from explorer.settings import read_settings
+from explorer.explain import explanation
 from explorer.loading import LoadedModel, ModelLoadError, load_model, needs_conversion, prepare_weights
-from explorer.run import MAX_TOKENS, AttentionRun, run_attention
-from explorer.state import VARIANTS, ViewState, clamp_to_model, parse_query, to_query
-import torch
-
 from explorer.quality import Quality, Reference, compare, evaluation_ids, reference
+from explorer.run import (
+    MAX_TOKENS,
+    AttentionOverview,
+    AttentionRun,
+    CrossAttentionRun,
+    fill_with_prose,
+    layer_attention,
+    overview_attention,
+    run_attention,
+    run_cross_attention,
+)
+from explorer.settings import read_settings
+from explorer.state import VARIANTS, ViewState, clamp_to_model, parse_query, to_query
+from explorer.untrained import ENTRY as UNTRAINED_ENTRY
+from explorer.untrained import UNTRAINED_KEY, tiny_encoder_decoder
 from explorer.variants import Calibration, Conversion, VariantSpec, calibrate, convert
 from explorer.variants.report import absorbed_vs_naive
 
@@ -351,20 +364,6 @@ def share_link() -> None:
 
 
 # --- Long inputs, encoder-decoder models and explanations ------------------------------------------------------
-# (imported here, beside the helpers that use them)
-import numpy as np  # noqa: E402
-
-from explorer.explain import explanation  # noqa: E402
-from explorer.run import (  # noqa: E402
-    AttentionOverview,
-    CrossAttentionRun,
-    fill_with_prose,
-    layer_attention,
-    overview_attention,
-    run_cross_attention,
-)
-from explorer.untrained import ENTRY as UNTRAINED_ENTRY  # noqa: E402
-from explorer.untrained import UNTRAINED_KEY, tiny_encoder_decoder  # noqa: E402
 
 CONTEXT_LENGTHS = [0, 256, 512, 1024, 2048]  # 0: the text as typed; else the text filled up with news prose
 ZOOM_TOKENS = 64  # widest region drawn token by token (hover labels for every cell grow with its square)
