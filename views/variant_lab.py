@@ -87,7 +87,7 @@ report = lab.committed_report(MODEL)
 points = lab.frontier_points(report) if report else []
 current = {"label": spec.label(), "values": values, "perplexity": quality.perplexity}
 ui.chart(frontier_figure(points, ref.perplexity, current), key="frontier")
-st.caption("Each marker is a variant converted and measured by `python -m explorer variants` on the same 1,024 "
+st.caption("Each marker is a variant converted and measured by `python -m explorer variants` on the same 512 "
            "held-out tokens (committed results); the star is your choice, measured now.")
 if points:
     ui.downloads("variant-frontier", {"csv": export.table_csv(points), "json": export.table_json(points)})
