@@ -16,7 +16,14 @@ import torch
 from explorer import export, guard, kv, lab
 from explorer.catalogue import CATALOGUE, entry_for
 from explorer.explain import explanation
-from explorer.loading import LoadedModel, ModelLoadError, load_model, needs_conversion, prepare_weights
+from explorer.loading import (
+    LoadedModel,
+    ModelLoadError,
+    check_allowed,
+    load_model,
+    needs_conversion,
+    prepare_weights,
+)
 from explorer.quality import Quality, Reference, compare, evaluation_ids, reference
 from explorer.run import (
     MAX_TOKENS,
@@ -234,7 +241,16 @@ def model_picker() -> str:
     options = [key for key in CATALOGUE if allowed.allows_model(key)]
     if not allowed.hosted and allowed.allowed_models is None:
         options.append(OTHER_MODEL)
-    current = state.model if state.model in options else (OTHER_MODEL if OTHER_MODEL in options else options[0])
+    if state.model in options:
+        current = state.model
+    elif OTHER_MODEL in options:
+        current = OTHER_MODEL
+    else:  # a link asked for a model this server does not serve: say so, then show one it does
+        try:
+            check_allowed(state.model, allowed)
+        except ModelLoadError as error:
+            st.error(f"{error} Showing {CATALOGUE[options[0]].label}.")
+        current = options[0]
     labels = {key: entry.label + ("" if entry.is_installed() else " (not installed)") for key, entry in CATALOGUE.items()}
     labels[OTHER_MODEL] = "Other: a Hugging Face id or local folder"
     choice = st.sidebar.selectbox("Model", options, index=options.index(current), format_func=labels.get)

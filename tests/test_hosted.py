@@ -214,7 +214,7 @@ def test_the_bundle_holds_the_app_the_host_requirements_and_the_space_readme(tmp
     out = tmp_path / "space"
     done = subprocess.run([str(ROOT / "deploy" / "bundle.sh"), str(out)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert (out / "app.py").is_file() and (out / "explorer" / "settings.py").is_file() and (out / "pages").is_dir()
+    assert (out / "app.py").is_file() and (out / "explorer" / "settings.py").is_file() and (out / "views").is_dir()
     hosted = (out / "requirements.txt").read_text().splitlines()
     for line in (ROOT / "requirements.txt").read_text().splitlines():  # the app's pins, unchanged
         assert line in hosted, line
