@@ -14,7 +14,7 @@ import streamlit as st
 import torch
 
 from explorer import export, guard, kv, lab
-from explorer.catalogue import CATALOGUE, entry_for
+from explorer.catalogue import CATALOGUE, entry_for, is_local_path
 from explorer.explain import explanation
 from explorer.loading import (
     LoadedModel,
@@ -40,7 +40,7 @@ from explorer.settings import read_settings
 from explorer.state import VARIANTS, ViewState, clamp_to_model, parse_query, to_query
 from explorer.untrained import ENTRY as UNTRAINED_ENTRY
 from explorer.untrained import UNTRAINED_KEY, tiny_encoder_decoder
-from explorer.variants import Calibration, Conversion, VariantSpec, calibrate, convert
+from explorer.variants import AttentionShape, Calibration, Conversion, VariantSpec, calibrate, convert
 from explorer.variants.report import absorbed_vs_naive
 
 OTHER_MODEL = "other"  # picker choice for a hub id or local folder
@@ -292,6 +292,53 @@ def gpu_picker(label: str, default: str = "H200"):
     name = st.selectbox(label, names, index=names.index(wanted))
     set_view(gpu=None if name == default else name)
     return None if name == "none" else kv.gpu_named(name)
+
+
+YOUR_CONFIG = "your own config"
+
+
+def config_picker(column, references: dict[str, dict]) -> tuple[str, dict]:
+    """A reference model, or your own config (pasted config.json, a file path, or a hub id when online)."""
+    state = view_state()
+    options = [*references, YOUR_CONFIG]
+    chosen = column.selectbox(
+        "Model", options, index=options.index(state.config if state.config in references else YOUR_CONFIG),
+        format_func=lambda name: name if name == YOUR_CONFIG else
+        f"{name} ({references[name].get('_source', '').split(' ')[0]})",
+    )
+    if chosen != YOUR_CONFIG:
+        set_view(config=chosen)
+        return chosen, references[chosen]
+    typed = st.text_area(
+        "Paste a config.json, or type a Hugging Face id or a config.json path",
+        value="" if state.config in references else state.config, height=120,
+        help="Hub ids need the network; remote code never runs. A pasted config is not kept in the share link.",
+    ).strip()
+    if not typed:
+        st.info("Paste a model's config.json (or type its hub id) to see its KV cache.")
+        st.stop()
+    if not read_settings().allow_local_paths and not typed.startswith("{") and is_local_path(typed):
+        st.error("This hosted demo does not read files from its disk; paste the config.json instead.")
+        st.stop()
+    try:
+        config = kv.load_config(typed)
+    except (ValueError, OSError) as error:
+        st.error(str(error))
+        st.stop()
+    pasted = typed.startswith("{")
+    set_view(config=state.config if pasted else typed[:200])
+    return ("pasted config" if pasted else typed), config
+
+
+def lab_variant_layout(base: kv.AttentionLayout) -> kv.AttentionLayout | None:
+    """The layout the variant lab's current choice caches (from the URL state), or None for the original."""
+    state = view_state()
+    if state.variant == "original":
+        return None
+    shape = AttentionShape(base.num_layers, base.query_heads, base.kv_heads, base.head_dim, "SmolLM2")
+    spec, _ = lab.spec_from_view(state.variant, state.kv_heads, state.latent_rank, state.rope_dims,
+                                 state.merge, state.form, state.svd, shape)
+    return kv.layout_for_variant(base, spec)
 
 
 def variant_controls(shape) -> tuple:

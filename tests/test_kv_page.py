@@ -1,5 +1,7 @@
 """The KV-cache page headless: curves per variant, tables, a shared link, and measured equals formula."""
 
+import json
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -49,3 +51,22 @@ def test_measured_cache_equals_the_formula_in_every_variant(kv_page):
     assert len(measured) == 4
     assert (measured["measured bytes"] == measured["formula bytes"]).all()
     assert list(measured["values / token / layer"]) == [384, 1152, 128, 128]
+
+
+def test_a_pasted_config_is_read_and_its_traps_explained(kv_page):
+    kv_page.run()
+    kv_page.selectbox[0].set_value("your own config").run()
+    falcon = {"model_type": "falcon", "hidden_size": 4544, "num_attention_heads": 71, "num_hidden_layers": 32,
+              "multi_query": True, "num_kv_heads": 71}
+    kv_page.text_area[0].set_value(json.dumps(falcon)).run()
+    assert not kv_page.exception
+    variants = kv_page.dataframe[0].value
+    as_built = variants[variants["variant"].str.endswith("as built")].iloc[0]
+    assert as_built["KiB / token"] == 8.0  # multi_query wins over num_kv_heads: 32 × 2 × 64 × 2 bytes
+
+
+def test_the_variant_lab_choice_joins_the_chart():
+    kv_page = open_kv_page({"variant": "mla", "latent_rank": "96"})
+    kv_page.run()
+    curve = figures(kv_page)["Memory for weights and KV cache"]
+    assert "MLA (96 + 0)" in [trace["name"] for trace in curve["data"]]

@@ -17,10 +17,7 @@ ui.explain("kv_cache")
 
 references = kv.reference_models()
 left, middle, right = st.columns([3, 2, 2])
-config_name = left.selectbox(
-    "Model", list(references), index=list(references).index(state.config) if state.config in references else 0,
-    format_func=lambda name: f"{name} ({references[name].get('_source', '').split(' ')[0]})",
-)
+config_name, config = ui.config_picker(left, references)
 dtype = middle.segmented_control("Cache dtype", list(kv.DTYPE_BITS), default=state.dtype) or state.dtype
 batch = right.number_input("Batch (sequences)", 1, 4096, state.batch)
 tokens = st.select_slider(
@@ -29,14 +26,19 @@ tokens = st.select_slider(
     format_func=lambda t: f"{t:,}",
 )
 log_x = st.toggle("Logarithmic context axis", value=True)
-ui.set_view(config=config_name, dtype=dtype, batch=int(batch), tokens=int(tokens))
+ui.set_view(dtype=dtype, batch=int(batch), tokens=int(tokens))
 
-layout = kv.attention_layout(references[config_name], config_name)
+layout = kv.attention_layout(config, config_name)
+for note in layout.notes:
+    st.caption(note)
 if not layout.is_decoder:
     st.info(kv.kv_cache_size(layout, tokens, batch, dtype).explanation)
     st.stop()
 layouts = kv.variant_layouts(layout)
-weights = kv.estimate_parameters(references[config_name]).weight_bytes(dtype if dtype != "int4" else "int4")
+lab_layout = ui.lab_variant_layout(layout) if config_name == "smollm2-135m" else None
+if lab_layout is not None and lab_layout.legend not in [each.legend for each in layouts]:
+    layouts = [*layouts, lab_layout]  # the variant lab's current conversion, on the same chart
+weights = kv.estimate_parameters(config).weight_bytes(dtype)
 contexts = kv.context_grid(max(tokens, 1024), include=[w for w in layout.layer_windows if w], min_tokens=128)
 memory_lines = kv.gpu_memory_lines()
 
@@ -51,13 +53,14 @@ st.caption(
 )
 variant_rows = kv.variant_table(layouts, tokens, batch, dtype)
 st.dataframe(pd.DataFrame(variant_rows), hide_index=True)
-ui.downloads(f"kv-cache-{config_name}", {
+file_stem = "kv-cache-" + config_name.replace("/", "-").replace(" ", "-")
+ui.downloads(file_stem, {
     "csv": export.table_csv(variant_rows),
     "json": export.table_json(variant_rows, model=config_name, dtype=dtype, batch=batch, context_lengths=contexts,
                               cache_bytes=curves, weight_bytes=weights,
                               longest_fits=[dict(zip(("variant", "memory", "tokens"), f)) for f in fits]),
 })
-ui.png_button(curve_figure, f"kv-cache-{config_name}")
+ui.png_button(curve_figure, file_stem)
 
 st.subheader("Decode speed limit: the memory roofline")
 gpu = ui.gpu_picker("GPU")
