@@ -123,4 +123,19 @@ def test_a_deep_link_is_the_first_request_of_a_fresh_server(browser):
         sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
         assert "Attention Explorer" in sidebar and "Variant lab" in sidebar
         assert "llama-3-8b: weights + KV cache against context length" in page.locator('[data-testid="stMain"]').inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "kv_cache.png", full_page=True)
         page.close()
+
+
+def test_the_variant_lab_converts_and_measures_in_a_browser(server, browser):
+    page = open_page(browser, f"{server}/variant_lab?variant=mla&latent_rank=192", height=2600)
+    page.wait_for_selector('[data-testid="stMetric"]', timeout=300_000)
+    wait_idle(page, 300_000)
+    metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
+    assert any(m.startswith("KV values / token / layer") and "192" in m for m in metrics)
+    assert any(m.startswith("Perplexity") for m in metrics)
+    assert page.get_by_text("mla naive r=192 data: layer 0, head 0").count() >= 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "variant_lab.png", full_page=True)
+    page.close()
