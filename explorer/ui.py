@@ -173,18 +173,25 @@ def get_run(key: str, text: str, max_tokens: int = MAX_TOKENS) -> AttentionRun |
     if loaded is None:
         return None
     max_tokens = min(max_tokens, read_settings().max_input_tokens)
-    try:
-        with guard.admit_text(loaded, text, max_tokens, keeps="all_layers"):
-            run = _cached_run(key, text, max_tokens)
-    except guard.MemoryLimitError as error:
-        st.warning(str(error))
-        return None
-    except ValueError as error:
-        st.info(str(error))
+    run = _guarded(loaded, text, max_tokens, "all_layers", lambda: _cached_run(key, text, max_tokens))
+    if run is None:
         return None
     if run.truncated:
         st.warning(f"The text is longer than {max_tokens} tokens; only the first {max_tokens} are shown.")
     return run
+
+
+def _guarded(loaded: LoadedModel, text: str, max_tokens: int, keeps: str, compute):
+    """`compute()` once the memory guard admits the run; None, with the reason on the page, when it is refused
+    (too big for this server) or cannot run (empty text, too long for the model)."""
+    try:
+        with guard.admit_text(loaded, text, max_tokens, keeps=keeps):
+            return compute()
+    except guard.MemoryLimitError as error:
+        st.warning(str(error))
+    except ValueError as error:
+        st.info(str(error))
+    return None
 
 
 def view_state() -> ViewState:
@@ -476,15 +483,9 @@ def get_overview(key: str, text: str, context: int) -> AttentionOverview | None:
     else:
         max_tokens = MAX_TOKENS
     max_tokens = min(max_tokens, read_settings().max_input_tokens)
-    try:
-        with st.spinner(f"Running {max_tokens if context else 'your'} tokens through the model"):
-            with guard.admit_text(loaded, text, max_tokens, keeps="one_layer"):
-                overview = _cached_overview(key, text, max_tokens)
-    except guard.MemoryLimitError as error:
-        st.warning(str(error))
-        return None
-    except ValueError as error:
-        st.info(str(error))
+    with st.spinner(f"Running {max_tokens if context else 'your'} tokens through the model"):
+        overview = _guarded(loaded, text, max_tokens, "one_layer", lambda: _cached_overview(key, text, max_tokens))
+    if overview is None:
         return None
     if overview.truncated and not context:
         st.warning(f"The text is longer than {max_tokens} tokens; only the first {max_tokens} are shown.")
