@@ -1,5 +1,6 @@
 """The app in a real browser: Debian's chromium driven by Playwright, screenshots saved for people to look at."""
 
+import time
 import urllib.parse
 
 import pytest
@@ -36,6 +37,14 @@ def axis_labels(page, chart_index: int) -> list[str]:
     return chart.locator("g.xtick text").evaluate_all("nodes => nodes.map(n => n.textContent)")
 
 
+def wait_for_labels(page, chart_index: int, expected: list[str], timeout_s: float = 120) -> list[str]:
+    """The chart's x-axis token labels, once they equal `expected` (charts draw one after another)."""
+    deadline = time.time() + timeout_s
+    while (labels := axis_labels(page, chart_index)) != expected and time.time() < deadline:
+        page.wait_for_timeout(250)
+    return labels
+
+
 def test_typing_a_sentence_draws_its_heatmaps(server, browser):
     page = open_page(browser, server)
     page.wait_for_selector('[data-testid="stPlotlyChart"] g.heatmaplayer image', timeout=120_000)
@@ -51,7 +60,8 @@ def test_typing_a_sentence_draws_its_heatmaps(server, browser):
     wait_idle(page)
     heatmaps = page.locator('[data-testid="stPlotlyChart"] g.heatmaplayer image')
     assert heatmaps.count() >= 4  # the head grid, one head, its mask, the overview
-    assert axis_labels(page, 1) == ["Paris", "is", "the", "capital", "of", "France"]
+    expected = ["Paris", "is", "the", "capital", "of", "France"]
+    assert wait_for_labels(page, 1, expected) == expected
     assert "text=Paris+is+the+capital+of+France" in page.url or "Paris%20is" in page.url
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "attention.png", full_page=True)
@@ -61,10 +71,10 @@ def test_typing_a_sentence_draws_its_heatmaps(server, browser):
 def test_a_shared_link_restores_the_view(server, browser):
     query = urllib.parse.urlencode({"text": "the cat saw the dog", "model": "minilm", "layer": "3", "head": "7"})
     page = open_page(browser, f"{server}/?{query}", height=1600)
-    page.wait_for_selector('[data-testid="stPlotlyChart"] g.heatmaplayer image', timeout=120_000)
-    assert page.get_by_text("Layer 3, head 7").count() >= 1
+    page.get_by_text("Layer 3, head 7").first.wait_for(timeout=120_000)
     # Repeated tokens ("the" twice) keep their own columns.
-    assert axis_labels(page, 1) == ["[CLS]", "the", "cat", "saw", "the", "dog", "[SEP]"]
+    expected = ["[CLS]", "the", "cat", "saw", "the", "dog", "[SEP]"]
+    assert wait_for_labels(page, 1, expected) == expected
     page.close()
 
 
