@@ -25,10 +25,10 @@ def browser():
         browser.close()
 
 
-def open_page(browser, url, height=2400):
+def open_page(browser, url, height=2400, timeout_ms=120_000):
     page = browser.new_page(viewport={"width": 1400, "height": height})
     page.goto(url)
-    wait_idle(page)
+    wait_idle(page, timeout_ms)
     return page
 
 
@@ -139,9 +139,9 @@ def test_a_deep_link_is_the_first_request_of_a_fresh_server(browser):
 
 
 def test_the_variant_lab_converts_and_measures_in_a_browser(server, browser):
-    page = open_page(browser, f"{server}/variant_lab?variant=mla&latent_rank=192", height=2600)
-    page.wait_for_selector('[data-testid="stMetric"]', timeout=300_000)
-    wait_idle(page, 300_000)
+    page = open_page(browser, f"{server}/variant_lab?variant=mla&latent_rank=192", height=2600, timeout_ms=600_000)
+    page.wait_for_selector('[data-testid="stMetric"]', timeout=600_000)
+    wait_idle(page, 600_000)
     metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
     assert any(m.startswith("KV values / token / layer") and "192" in m for m in metrics)
     assert any(m.startswith("Perplexity") for m in metrics)
