@@ -1,11 +1,14 @@
-"""Measure the KV cache a model really keeps: run a forward pass with caching and weigh the cached tensors.
+"""Measure the KV cache a model really keeps, per layer: run a forward pass with caching and weigh the cached tensors.
 
-The formula beside each variant (`explorer.variants.spec.cache_values_per_token`) must agree with this.
+The formula beside each variant (`explorer.variants.spec.cache_values_per_token`) must agree with this; the
+tensors are read by `explorer.kv.cache_tensors`, the same reader the KV-cache page uses.
 """
 
 from __future__ import annotations
 
 import torch
+
+from explorer.kv import cache_tensors
 
 
 @torch.inference_mode()
@@ -18,7 +21,7 @@ def measured_cache(model, input_ids: torch.Tensor) -> tuple[list[int], list[int]
     B, T = input_ids.shape  # batch, tokens
     values, sizes = [], []
     for layer in outputs.cache.layers:
-        tensors = (layer.keys, layer.values)
+        tensors = cache_tensors([layer.keys, layer.values])
         values.append(sum(t.numel() for t in tensors) // (B * T))
         sizes.append(sum(t.numel() * t.element_size() for t in tensors) // (B * T))
     return values, sizes
