@@ -12,6 +12,8 @@ from typing import Mapping
 
 from explorer.catalogue import CATALOGUE, DEFAULT_MODEL
 
+UNTRAINED_KEY = "tiny-t5-untrained"  # explorer.untrained's key, repeated here so parsing needs no torch
+
 DEFAULT_TEXT = "The giant ate the apple because it was hungry"
 MAX_TEXT_CHARS = 20_000  # longer text in a URL is cut; models see at most their token limit anyway
 VARIANTS = ("original", "mha", "gqa", "mqa", "mla")
@@ -45,6 +47,20 @@ class ViewState:
     batch: int = 1  # sequences held at once
     dtype: str = "bf16"  # cache dtype
     gpu: str | None = None  # GPU of the rooflines ("none": no roofline); None: each page's own default
+    log_context: bool = True  # context axis of the cache and roofline charts on a log scale
+    measure_tokens: int = 128  # tokens run to weigh the real caches (16-512, in steps of 16)
+    # self vs causal: one column per model (a layer of None is that model's last layer)
+    minilm_layer: int | None = None  # encoder column (all-MiniLM-L6-v2): layer shown
+    minilm_head: int = 0  # encoder column: head shown
+    smollm2_layer: int | None = None  # decoder column (SmolLM2): layer shown
+    smollm2_head: int = 0  # decoder column: head shown
+    follow: str | None = None  # the token followed in both models (None: "it", else the last shared token)
+    # cross-attention
+    encoder_decoder: str = UNTRAINED_KEY  # the offline tiny T5, or a hub id of an encoder-decoder
+    target: str | None = None  # decoder text (None: the input text for the tiny model, empty for a hub model)
+    encoder_layer: int | None = None  # encoder self-attention layer (None: the last)
+    decoder_layer: int | None = None  # decoder self- and cross-attention layer (None: the last)
+    cross_head: int = 0  # head shown in all three kinds of attention
 
 
 # name -> (smallest, largest) accepted for whole-number parameters
@@ -57,7 +73,17 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "tokens": (1, 1 << 22),
     "context": (0, 2_048),
     "batch": (1, 4_096),
+    "measure_tokens": (16, 512),
+    "minilm_layer": (0, 1_000),
+    "minilm_head": (0, 1_000),
+    "smollm2_layer": (0, 1_000),
+    "smollm2_head": (0, 1_000),
+    "encoder_layer": (0, 1_000),
+    "decoder_layer": (0, 1_000),
+    "cross_head": (0, 1_000),
 }
+INT_STEPS: dict[str, int] = {"measure_tokens": 16}  # whole-number parameters that move in steps
+SWITCHES = ("log_colours", "log_context")  # on/off parameters, written 1 or 0
 CHOICES: dict[str, tuple[str, ...]] = {
     "variant": VARIANTS,
     "dtype": CACHE_DTYPES,
@@ -81,32 +107,44 @@ def parse_query(params: Mapping[str, str]) -> tuple[ViewState, list[str]]:
                 changes["text"] = raw[:MAX_TEXT_CHARS]
             else:
                 changes["text"] = raw
+        elif name == "target":  # may be empty: the decoder then writes its own text
+            if len(raw) > MAX_TEXT_CHARS:
+                notices.append(f"The link's decoder text was cut to its first {MAX_TEXT_CHARS:,} characters.")
+            changes["target"] = raw[:MAX_TEXT_CHARS]
         elif name == "gpu":
             changes[name] = raw[:40]  # checked against the GPU table by the page that draws it
-        elif name in ("model", "config"):
+        elif name == "follow":
+            if raw and raw.isprintable() and len(raw) <= 100:
+                changes[name] = raw  # checked against the text's tokens by the page that follows it
+            else:
+                notices.append(f"The link's token to follow '{_shown(raw)}' cannot be a token; following 'it'.")
+        elif name in ("model", "config", "encoder_decoder"):
             if _looks_like_model_id(raw) or (name == "model" and raw in CATALOGUE):
                 changes[name] = raw
             else:
-                fallback = CATALOGUE[DEFAULT_MODEL].label if name == "model" else default.config
-                notices.append(f"Unknown {name} '{_shown(raw)}' in the link; showing {fallback}.")
+                fallback = {"model": CATALOGUE[DEFAULT_MODEL].label, "config": default.config,
+                            "encoder_decoder": "the tiny untrained T5"}[name]
+                notices.append(f"Unknown {name.replace('_', '-')} '{_shown(raw)}' in the link; showing {fallback}.")
         elif name in INT_RANGES:
             low, high = INT_RANGES[name]
+            step = INT_STEPS.get(name, 1)
             try:
                 value = int(raw)
             except ValueError:
                 value = None
-            if value is None or not low <= value <= high:
+            if value is None or not low <= value <= high or (value - low) % step:
+                in_steps = f" in steps of {step}" if step > 1 else ""
                 notices.append(
-                    f"The link's {name} '{_shown(raw)}' is not a whole number from {low} to {high:,}; "
+                    f"The link's {name} '{_shown(raw)}' is not a whole number from {low} to {high:,}{in_steps}; "
                     f"using {getattr(default, name) if getattr(default, name) is not None else 'the default'}."
                 )
             else:
                 changes[name] = value
-        elif name == "log_colours":
+        elif name in SWITCHES:
             if raw.lower() in ("1", "true", "0", "false"):
                 changes[name] = raw.lower() in ("1", "true")
             else:
-                notices.append(f"The link's log_colours '{_shown(raw)}' is not 1 or 0; using 0.")
+                notices.append(f"The link's {name} '{_shown(raw)}' is not 1 or 0; using {int(getattr(default, name))}.")
         elif name == "zoom":
             first, _, end = raw.partition("-")
             if first.isdigit() and end.isdigit() and int(first) < int(end) <= 1 << 22:
@@ -126,14 +164,35 @@ def parse_query(params: Mapping[str, str]) -> tuple[ViewState, list[str]]:
 
 def clamp_to_model(state: ViewState, num_layers: int, num_heads: int) -> tuple[ViewState, list[str]]:
     """Bring layer and head into the loaded model's range, saying what changed."""
-    notices = []
-    if state.layer >= num_layers:
-        notices.append(f"This model has {num_layers} layers (0-{num_layers - 1}); showing layer {num_layers - 1}.")
-        state = replace(state, layer=num_layers - 1)
-    if state.head >= num_heads:
-        notices.append(f"This model has {num_heads} heads per layer (0-{num_heads - 1}); showing head 0.")
-        state = replace(state, head=0)
-    return state, notices
+    layer, layer_notices = clamp_layer(state.layer, num_layers)
+    head, head_notices = clamp_head(state.head, num_heads)
+    return replace(state, layer=layer, head=head), layer_notices + head_notices
+
+
+def clamp_layer(layer: int | None, num_layers: int, model: str = "This model") -> tuple[int, list[str]]:
+    """A layer of a model with `num_layers` layers: None and layers beyond the last become the last."""
+    last = num_layers - 1
+    if layer is None:
+        return last, []
+    if layer > last:
+        return last, [f"{model} has {num_layers} layers (0-{last}); showing layer {last}."]
+    return layer, []
+
+
+def clamp_head(head: int, num_heads: int, model: str = "This model") -> tuple[int, list[str]]:
+    """A head of a layer with `num_heads` heads: heads beyond the last become head 0."""
+    if head >= num_heads:
+        return 0, [f"{model} has {num_heads} heads per layer (0-{num_heads - 1}); showing head 0."]
+    return head, []
+
+
+def choose_token(wanted: str | None, tokens: list[str]) -> tuple[str, list[str]]:
+    """The token to follow among `tokens` (not empty): `wanted` when present, else "it", else the last one."""
+    fallback = "it" if "it" in tokens else tokens[-1]
+    if wanted is None or wanted in tokens:
+        return wanted or fallback, []
+    return fallback, [f"The link's token to follow '{_shown(wanted)}' is not in both models' tokens of this text; "
+                      f"following '{fallback}'."]
 
 
 def to_query(state: ViewState) -> dict[str, str]:
