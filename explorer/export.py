@@ -5,16 +5,146 @@ Every exported matrix carries its token labels; rows are queries and columns key
 
 from __future__ import annotations
 
+import html
 import json
+import re
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from explorer.summaries import block_edges, block_labels, pool
 
-def labelled(tokens: Sequence[str]) -> list[str]:
-    """Token labels made unique by position ("#3 the"), so repeated tokens stay apart in a file too."""
-    return [f"#{i} {token}" for i, token in enumerate(tokens)]
+
+def labelled(tokens: Sequence[str], first: int = 0) -> list[str]:
+    """Token labels made unique by position ("#3 the"), so repeated tokens stay apart in a file too; `first` is the
+    position of the first token given (a zoomed region)."""
+    return [f"#{first + i} {token}" for i, token in enumerate(tokens)]
+
+
+@dataclass(frozen=True)
+class LabelledArray:
+    """The numbers behind a chart: an array with a label for every position on every axis, as CSV or JSON.
+
+    A matrix (two axes) is written as spreadsheets like it: one row per label of the first axis, one column per
+    label of the second. More axes are written long: one column per axis, one row per number.
+    """
+
+    values: np.ndarray  # any shape; bool masks are written 1 and 0
+    axes: dict[str, Sequence[str]]  # axis name -> one label per position, in the order of the array's axes
+    value: str = "weight"  # what the numbers are (with their unit)
+    about: dict = field(default_factory=dict)  # what the view was: model, layer, text...
+
+    def __post_init__(self):
+        lengths = tuple(len(labels) for labels in self.axes.values())
+        if np.shape(self.values) != lengths:
+            raise ValueError(f"The numbers have shape {np.shape(self.values)} but the labels of "
+                             f"{', '.join(self.axes)} have lengths {lengths}.")
+
+    def _numbers(self) -> np.ndarray:
+        values = np.asarray(self.values)
+        return values.astype(np.int8) if values.dtype == bool else values.astype(np.float64)
+
+    def csv(self) -> str:
+        names, labels = list(self.axes), list(self.axes.values())
+        values = self._numbers()
+        if values.ndim == 2:
+            frame = pd.DataFrame(values, index=labels[0], columns=labels[1])
+            return frame.to_csv(index_label=f"{names[0]} \\ {names[1]}", float_format="%.6g")
+        index = pd.MultiIndex.from_product(labels, names=names)
+        return pd.DataFrame({self.value: values.reshape(-1)}, index=index).to_csv(float_format="%.6g")
+
+    def json(self) -> str:
+        payload = {**self.about, "axes": {name: list(labels) for name, labels in self.axes.items()},
+                   "shape": list(self.axes), self.value: _rounded(self._numbers()).tolist()}
+        return json.dumps(payload, ensure_ascii=False, allow_nan=False, default=str)
+
+
+@dataclass(frozen=True)
+class Table:
+    """The numbers behind a chart as rows (one dict each), as CSV or JSON."""
+
+    rows: Sequence[dict]
+    about: dict = field(default_factory=dict)  # what the view was: model, dtype, batch...
+
+    def csv(self) -> str:
+        return table_csv(self.rows)
+
+    def json(self) -> str:
+        return table_json(self.rows, **self.about)
+
+
+def heads(weights: np.ndarray, tokens: Sequence[str], cells: int | None = None, first: int = 0,
+          key_tokens: Sequence[str] | None = None, **about) -> LabelledArray:
+    """Weights (H, Tq, Tk) or one head's (Tq, Tk) with their token labels; with `cells`, a square input longer
+    than `cells` tokens is pooled into blocks as its chart draws it (labels "#32–63")."""
+    queries = keys = labelled(tokens, first)
+    if key_tokens is not None:
+        keys = labelled(key_tokens)
+    elif cells is not None and len(tokens) > cells:
+        weights = pool(weights, cells)
+        queries = keys = block_labels(list(tokens), block_edges(len(tokens), cells))  # whole inputs only: first is 0
+    axes = {"query": queries, "key": keys}
+    if weights.ndim == 3:
+        axes = {"head": [f"H{h}" for h in range(weights.shape[0])], **axes}
+    return LabelledArray(weights, axes, "weight", about)
+
+
+def query_row(weights: np.ndarray, tokens: Sequence[str], query: int, **about) -> LabelledArray:
+    """Where one query token looks: its weights (T,) over the key tokens."""
+    return LabelledArray(weights, {"key": labelled(tokens)}, "weight", {**about, "query": labelled(tokens)[query]})
+
+
+def mask(allowed: np.ndarray, tokens: Sequence[str], first: int = 0, **about) -> LabelledArray:
+    """An attention mask (Tq, Tk) of booleans, written 1 where a query may attend to a key."""
+    labels = labelled(tokens, first)
+    return LabelledArray(allowed, {"query": labels, "key": labels}, "allowed", about)
+
+
+def per_head(values: np.ndarray, value: str, **about) -> LabelledArray:
+    """One number per (layer, head), values (L, H), such as each head's entropy."""
+    layers, heads_ = values.shape
+    return LabelledArray(values, {"layer": [f"L{l}" for l in range(layers)], "head": [f"H{h}" for h in range(heads_)]},
+                         value, about)
+
+
+def overview(pooled: np.ndarray, block_labels_: Sequence[str], **about) -> LabelledArray:
+    """Every head of every layer, pooled weights (L, H, n, n), with one label per block of tokens."""
+    layers, heads_ = pooled.shape[:2]
+    axes = {"layer": [f"L{l}" for l in range(layers)], "head": [f"H{h}" for h in range(heads_)],
+            "query": list(block_labels_), "key": list(block_labels_)}
+    return LabelledArray(pooled, axes, "weight", about)
+
+
+def series(x_name: str, xs: Sequence, curves: dict[str, Sequence], **about) -> Table:
+    """Curves sharing one x axis as a table: a row per x, a column per curve (empty where a curve stops)."""
+    for name, ys in curves.items():
+        if len(ys) != len(xs):
+            raise ValueError(f"The curve '{name}' has {len(ys)} points but there are {len(xs)} values of {x_name}.")
+    rows = [{x_name: x, **{name: _plain(ys[i]) for name, ys in curves.items()}} for i, x in enumerate(xs)]
+    return Table(rows, about)
+
+
+def file_stem(title: str, fallback: str = "chart") -> str:
+    """A file name from a chart title: "Layer 3, head 7<br>tokens 0–63" -> "layer-3-head-7-tokens-0-63"."""
+    text = html.unescape(re.sub(r"<[^>]+>", " ", title or "")).lower()
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:80].strip("-") or fallback
+
+
+def _rounded(values: np.ndarray):
+    """Six decimals, with None (JSON null) for values that are not numbers."""
+    rounded = np.round(values, 6).astype(object)
+    rounded[~np.isfinite(values)] = None
+    return rounded
+
+
+def _plain(value):
+    """A table cell: numpy scalars as Python numbers, NaN as empty."""
+    if value is None:
+        return None
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def attention_csv(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str] | None = None) -> str:
