@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import urllib.parse
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import streamlit as st
@@ -37,7 +38,9 @@ from explorer.run import (
     run_cross_attention,
 )
 from explorer.settings import read_settings
-from explorer.state import VARIANTS, ViewState, clamp_to_model, parse_query, to_query
+from explorer.state import (
+    VARIANTS, ViewState, choose_token, clamp_head, clamp_layer, clamp_to_model, parse_query, to_query,
+)
 from explorer.untrained import ENTRY as UNTRAINED_ENTRY
 from explorer.untrained import UNTRAINED_KEY, tiny_encoder_decoder
 from explorer.variants import AttentionShape, Calibration, Conversion, VariantSpec, calibrate, convert
@@ -396,14 +399,34 @@ def token_strip(tokens: list[str]) -> None:
     st.markdown(f"<div>{chips}</div>", unsafe_allow_html=True)
 
 
-def chart(figure, key: str | None = None) -> None:
-    """A plotly chart whose camera button saves a 2x PNG named after the chart."""
-    name = (key or "chart").replace(" ", "-")
+def chart(figure, key: str, numbers: export.LabelledArray | export.Table | None = None) -> None:
+    """A plotly chart with its exports beneath it: PNG (the chart's camera button in the browser, and a 2x render
+    on the server where Chromium is installed), and `numbers`, the numbers behind it, as CSV and JSON.
+
+    Every file is made only when its button is clicked (a server-side PNG takes a few seconds), never on a rerun.
+    """
+    title = figure.layout.title.text or ""
+    name = export.file_stem(title, key)
     st.plotly_chart(
         figure,
         key=key,
         config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": name, "scale": 2}},
     )
+    files = {}
+    if export.png_export_available():
+        files["png"] = (partial(export.figure_png, figure), "image/png", "A 2x PNG rendered on the server for papers "
+                        "and slides (a few seconds). The camera button on the chart saves what you see.")
+    if numbers is not None:
+        files["csv"] = (numbers.csv, "text/csv", "The numbers behind the chart, with their labels, for a spreadsheet.")
+        files["json"] = (numbers.json, "application/json", "The numbers behind the chart, with their labels and "
+                         "what the view was, for code.")
+    if not files:
+        return
+    row = st.container(horizontal=True, gap="small", key=f"exports-{key}")
+    for extension, (make, mime, about) in files.items():
+        row.download_button(extension.upper(), make, file_name=f"{name}.{extension}", mime=mime, help=about,
+                            key=f"{extension}-{key}", on_click="ignore", type="tertiary",
+                            icon=":material/download:")
 
 
 def downloads(name: str, files: dict[str, str]) -> None:
@@ -415,14 +438,47 @@ def downloads(name: str, files: dict[str, str]) -> None:
         )
 
 
-def png_button(figure, name: str) -> None:
-    """Render a chart to PNG on the server (where Chromium is installed), then offer it for download."""
-    if not export.png_export_available():
-        return
-    if st.button("Render PNG", key=f"png-{name}", help="A 2x PNG for papers and slides; takes a few seconds."):
-        with st.spinner("Rendering"):
-            st.download_button("⬇ PNG", export.figure_png(figure), file_name=f"{name}.png", mime="image/png",
-                               key=f"dl-{name}-png")
+def layer_slider(field: str, label: str, num_layers: int, model: str, container=st) -> int:
+    """A layer of one model, kept in the URL as `field` (None there: the last layer), clamped with a notice."""
+    layer, notices = clamp_layer(getattr(view_state(), field), num_layers, model)
+    show_notices(notices)
+    if num_layers > 1:
+        layer = container.slider(label, 0, num_layers - 1, layer, key=field)
+    set_view(**{field: None if layer == num_layers - 1 else layer})
+    return layer
+
+
+def head_picker(field: str, label: str, num_heads: int, model: str, container=st) -> int:
+    """A head of one model, kept in the URL as `field`, clamped with a notice."""
+    head, notices = clamp_head(getattr(view_state(), field), num_heads, model)
+    show_notices(notices)
+    head = container.selectbox(label, range(num_heads), index=head, key=field, format_func=lambda h: f"H{h}")
+    set_view(**{field: head})
+    return head
+
+
+def token_to_follow(label: str, tokens: list[str]) -> str:
+    """One of `tokens` to follow, kept in the URL as `follow`; a linked token not among them gets a notice."""
+    wanted, notices = choose_token(view_state().follow, tokens)
+    show_notices(notices)
+    chosen = st.selectbox(label, tokens, index=tokens.index(wanted), key="follow")
+    default, _ = choose_token(None, tokens)
+    set_view(follow=None if chosen == default else chosen)
+    return chosen
+
+
+def switch(label: str, field: str, **options) -> bool:
+    """An on/off toggle kept in the URL as `field`."""
+    on = st.toggle(label, value=getattr(view_state(), field), key=field, **options)
+    set_view(**{field: on})
+    return on
+
+
+def number_slider(label: str, field: str, low: int, high: int, step: int = 1) -> int:
+    """A whole-number slider kept in the URL as `field`."""
+    value = st.slider(label, low, high, getattr(view_state(), field), step=step, key=field)
+    set_view(**{field: value})
+    return value
 
 
 def share_link() -> None:
@@ -548,28 +604,50 @@ def _cached_cross_run(key: str, source: str, target: str) -> CrossAttentionRun:
 
 
 def encoder_decoder_picker() -> str:
-    """Sidebar: the offline tiny model (random weights) or any hub encoder-decoder id; returns its key.
+    """Sidebar: the offline tiny model (random weights) or any hub encoder-decoder id, kept in the URL as
+    `encoder_decoder`; returns its key.
 
     A hosted server offers only the tiny model: it loads no model it was not set up to serve.
     """
+    wanted = view_state().encoder_decoder
     if read_settings().hosted:
+        if wanted != UNTRAINED_KEY:
+            show_notices([f"This hosted demo serves no encoder-decoder but {UNTRAINED_ENTRY.label}; "
+                          f"'{wanted[:80]}' runs where the explorer runs on your own machine."])
         st.sidebar.caption(f"Encoder-decoder: {UNTRAINED_ENTRY.label} (this hosted demo serves no other).")
-        return UNTRAINED_KEY
+        return set_view(encoder_decoder=UNTRAINED_KEY).encoder_decoder
+    options = [UNTRAINED_KEY, OTHER_MODEL]
     choice = st.sidebar.selectbox(
-        "Encoder-decoder model",
-        [UNTRAINED_KEY, OTHER_MODEL],
-        key="encoder_decoder",
+        "Encoder-decoder model", options, index=0 if wanted == UNTRAINED_KEY else 1, key="encoder_decoder",
         format_func=lambda key: UNTRAINED_ENTRY.label + " (offline)" if key == UNTRAINED_KEY else "A Hugging Face id",
     )
     if choice == UNTRAINED_KEY:
-        return UNTRAINED_KEY
+        return set_view(encoder_decoder=UNTRAINED_KEY).encoder_decoder
     typed = st.sidebar.text_input(
-        "Encoder-decoder id", "Helsinki-NLP/opus-mt-en-de", key="encoder_decoder_id",
-        help="T5, BART or Marian models; safetensors only, no remote code; needs the network.",
+        "Encoder-decoder id", "Helsinki-NLP/opus-mt-en-de" if wanted == UNTRAINED_KEY else wanted,
+        key="encoder_decoder_id", help="T5, BART or Marian models; safetensors only, no remote code; needs the network.",
     ).strip()
     if not typed:
         st.info("Type a Hugging Face encoder-decoder id in the sidebar, such as google-t5/t5-small.")
         st.stop()
+    return set_view(encoder_decoder=typed[:200]).encoder_decoder
+
+
+def decoder_text(key: str, default: str) -> str:
+    """The text the decoder reads (empty: it writes its own), kept in the URL as `target` when it is not `default`.
+
+    Until someone types in it, it follows `default` (the input text, for the tiny model) as that changes.
+    """
+    widget, last_default = f"target-{key}", f"target-{key}-default"
+    if widget not in st.session_state:
+        wanted = view_state().target
+        st.session_state[widget] = default if wanted is None else wanted
+    elif st.session_state[widget] == st.session_state.get(last_default):
+        st.session_state[widget] = default
+    st.session_state[last_default] = default
+    typed = st.text_input("Decoder text", key=widget,
+                          help="What the decoder reads, one token at a time. Leave it empty to let the model write.")
+    set_view(target=None if typed == default else typed)
     return typed
 
 
@@ -592,3 +670,4 @@ def get_cross_run(key: str, source: str, target: str) -> CrossAttentionRun | Non
     if run.truncated:
         st.warning("The text is longer than 128 tokens; only the first 128 go through the encoder.")
     return run
+

@@ -3,6 +3,7 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from explorer import export
 from tests.specs import array, figures
 
 APP = "../app.py"
@@ -75,3 +76,74 @@ def test_the_share_link_carries_the_view(app):
     next(s for s in app.slider if s.label == "Layer").set_value(4).run()
     link = app.sidebar.code[0].value
     assert "text=the+cat+saw+the+dog" in link and "model=minilm" in link and "layer=4" in link
+
+
+def open_page(page: str, query: dict[str, str]) -> AppTest:
+    """A shared link to `page`: the session's first run is that page, with the link's parameters."""
+    app = AppTest.from_file(APP, default_timeout=300)
+    app.query_params.update(query)
+    app.switch_page(page)
+    app.run()
+    return app
+
+
+def test_a_link_restores_both_columns_and_the_followed_token_of_self_vs_causal():
+    app = open_page("views/self_vs_causal.py", {"minilm_layer": "2", "minilm_head": "5", "smollm2_layer": "7",
+                                                "smollm2_head": "8", "follow": "apple"})
+    assert not app.exception
+    assert list(figures(app)) == ["Where 'apple' looks, layer 2", "Layer 2, head 5", "Mask",
+                                  "Where 'apple' looks, layer 7", "Layer 7, head 8"]  # both masks are titled "Mask"
+    assert app.selectbox(key="follow").value == "apple" and app.slider(key="smollm2_layer").value == 7
+    link = app.sidebar.code[0].value
+    assert all(part in link for part in ("minilm_layer=2", "minilm_head=5", "smollm2_layer=7", "follow=apple"))
+
+
+def test_a_bad_self_vs_causal_link_is_corrected_with_notices():
+    app = open_page("views/self_vs_causal.py", {"minilm_layer": "9", "smollm2_head": "20", "follow": "zebra"})
+    assert not app.exception
+    warnings = " ".join(w.value for w in app.warning)
+    assert "all-MiniLM-L6-v2 (encoder, MHA) has 6 layers (0-5); showing layer 5." in warnings
+    assert "SmolLM2-135M-Instruct (decoder, GQA) has 9 heads per layer" in warnings and "following 'it'" in warnings
+    assert "Where 'it' looks, layer 5" in figures(app)
+
+
+def test_a_link_restores_the_cross_attention_view():
+    app = open_page("views/cross_attention.py", {"encoder_layer": "0", "decoder_layer": "0", "cross_head": "3",
+                                                 "target": "hungry giant"})
+    assert not app.exception
+    specs = figures(app)
+    assert "Encoder self-attention<br>layer 0, head 3<br>untrained (random weights)" in specs
+    cross = specs["Cross-attention<br>layer 0, head 3<br>untrained (random weights)"]
+    assert cross["layout"]["yaxis"]["ticktext"] == ["[PAD]", "[CLS]", "hungry", "giant", "[SEP]"]
+    link = app.sidebar.code[0].value
+    assert "target=hungry+giant" in link and "cross_head=3" in link and "encoder_layer=0" in link
+
+    bad = open_page("views/cross_attention.py", {"decoder_layer": "5", "cross_head": "4"})
+    warnings = " ".join(w.value for w in bad.warning)
+    assert "The decoder has 2 layers (0-1); showing layer 1." in warnings and "4 heads per layer" in warnings
+
+
+def test_a_link_restores_the_kv_page_axis_and_measured_tokens():
+    app = open_page("views/kv_cache.py", {"config": "mistral-7b", "log_context": "0", "measure_tokens": "256"})
+    assert not app.exception
+    curve = figures(app)["Memory for weights and KV cache"]
+    assert curve["layout"]["xaxis"].get("type", "linear") == "linear"
+    assert app.toggle(key="log_context").value is False and app.slider(key="measure_tokens").value == 256
+
+
+def test_a_link_restores_the_scaling_page_roofline():
+    app = open_page("views/scaling.py", {"gpu": "H200"})
+    assert not app.exception
+    decode = next(spec for title, spec in figures(app).items() if title.startswith("Decode"))
+    assert any(trace["name"] == "MHA bound, H200" for trace in decode["data"])
+
+
+@pytest.mark.parametrize("page", ["attention", "self_vs_causal", "cross_attention", "kv_cache", "scaling"])
+def test_every_chart_offers_the_numbers_behind_it(page):
+    app = open_page(f"views/{page}.py", {"text": "the cat saw the dog"})
+    assert not app.exception
+    charts = [chart.proto.id.split("-", 2)[2] for chart in app.get("plotly_chart")]  # "$$ID-<hash>-<key>"
+    buttons = {button.key for button in app.download_button}
+    assert charts and all({f"csv-{key}", f"json-{key}"} <= buttons for key in charts), (charts, buttons)
+    if export.png_export_available():  # rendered on the server only when clicked
+        assert all(f"png-{key}" in buttons for key in charts)

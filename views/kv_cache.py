@@ -25,7 +25,7 @@ tokens = st.select_slider(
                                                                             key=lambda t: abs(t - state.tokens)),
     format_func=lambda t: f"{t:,}",
 )
-log_x = st.toggle("Logarithmic context axis", value=True)
+log_x = ui.switch("Logarithmic context axis", "log_context")
 ui.set_view(dtype=dtype, batch=int(batch), tokens=int(tokens))
 
 layout = kv.attention_layout(config, config_name)
@@ -45,8 +45,10 @@ memory_lines = kv.gpu_memory_lines()
 st.subheader(f"{config_name}: weights + KV cache against context length")
 curves = kv.variant_cache_curves(layouts, contexts, batch, dtype)
 fits = kv.variant_longest_fits(layouts, memory_lines, weights, batch, dtype)
-curve_figure = cache_size_figure(contexts, curves, weights, memory_lines, fits, log_x=log_x)
-ui.chart(curve_figure, key="kv-curve")
+fit_rows = [dict(zip(("variant", "memory", "tokens"), fit)) for fit in fits]
+ui.chart(cache_size_figure(contexts, curves, weights, memory_lines, fits, log_x=log_x), key="kv-curve",
+         numbers=export.series("context (tokens)", contexts, curves, unit="cache bytes", model=config_name, dtype=dtype,
+                               batch=batch, weight_bytes=weights, longest_fits=fit_rows))
 st.caption(
     "Dashed red lines are GPU memory sizes; × marks the longest context that fits beside the weights "
     f"({weights / 2**30:,.1f} GiB in {dtype}). " + kv.kv_cache_size(layout, tokens, batch, dtype).explanation
@@ -57,15 +59,15 @@ file_stem = "kv-cache-" + config_name.replace("/", "-").replace(" ", "-")
 ui.downloads(file_stem, {
     "csv": export.table_csv(variant_rows),
     "json": export.table_json(variant_rows, model=config_name, dtype=dtype, batch=batch, context_lengths=contexts,
-                              cache_bytes=curves, weight_bytes=weights,
-                              longest_fits=[dict(zip(("variant", "memory", "tokens"), f)) for f in fits]),
+                              cache_bytes=curves, weight_bytes=weights, longest_fits=fit_rows),
 })
-ui.png_button(curve_figure, file_stem)
 
 st.subheader("Decode speed limit: the memory roofline")
 gpu = ui.gpu_picker("GPU")
-ui.chart(roofline_figure(contexts, kv.variant_roofline_curves(layouts, gpu, contexts, weights, batch, dtype),
-                         gpu.name, log_x=log_x), key="kv-roofline")
+speeds = kv.variant_roofline_curves(layouts, gpu, contexts, weights, batch, dtype)
+ui.chart(roofline_figure(contexts, speeds, gpu.name, log_x=log_x), key="kv-roofline",
+         numbers=export.series("context (tokens)", contexts, speeds, unit="decode tokens/s at most", model=config_name,
+                               gpu=gpu.name, dtype=dtype, batch=batch))
 st.caption(
     f"Each decode step reads all weights and the whole cache: tokens/s ≤ {gpu.bandwidth_gb_per_s:,.0f} GB/s ÷ "
     f"(weights + cache) × batch. Lines stop where the model no longer fits in {gpu.memory_gb:g} GB. "
@@ -77,7 +79,7 @@ st.caption(
     "Converts SmolLM2 into each variant, runs it for real, and adds up the bytes of the cache tensors it returns, "
     "beside the formula (fp32 on a CPU)."
 )
-measure_tokens = st.slider("Tokens to run", 16, 512, 128, step=16)
+measure_tokens = ui.number_slider("Tokens to run", "measure_tokens", 16, 512, step=16)
 if st.button("Measure the real caches", key="measure"):
     st.dataframe(pd.DataFrame(ui.measured_caches(measure_tokens)), hide_index=True)
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import kv, scaling, ui
+from explorer import export, scaling, ui
 from explorer.charts.scaling import decode_figure, scaling_figure
 
 ui.view_state()
@@ -41,16 +41,23 @@ for column, (name, results) in zip(st.columns(len(runs)), runs.items()):
         info = results.info
         st.caption(f"{name}: torch {info.torch}, transformers {info.transformers}, {info.date[:10]}, "
                    f"load average {info.load_average}")
+        about = {"device": name, "label": results.label, "date": info.date}
         lengths, times = results.prefill_series("time")
         ui.chart(scaling_figure(lengths, times, results.slopes, "time", f"Prefill time, one layer ({name})"),
-                 key=f"scaling-time-{name}")
+                 key=f"scaling-time-{name}",
+                 numbers=export.series("tokens", lengths, times, unit="seconds", slopes=results.slopes, **about))
         lengths, memory = results.prefill_series("memory")
-        ui.chart(scaling_figure(lengths, memory, results.memory_slopes, "memory", f"Attention memory, {results.memory_method} ({name})"),
-                 key=f"scaling-memory-{name}")
+        ui.chart(scaling_figure(lengths, memory, results.memory_slopes, "memory",
+                                f"Attention memory, {results.memory_method} ({name})"),
+                 key=f"scaling-memory-{name}",
+                 numbers=export.series("tokens", lengths, memory, unit="bytes", slopes=results.memory_slopes, **about))
         contexts, speeds = results.decode_series()
         roofline = scaling.roofline_curves(results, gpu) if gpu else None
+        curves = {**speeds, **{f"{variant} bound, {gpu.name}": bound for variant, bound in (roofline or {}).items()}}
         ui.chart(decode_figure(contexts, speeds, roofline, gpu.name if gpu else None,
-                               f"Decode, batch {results.decode_batch} ({name})"), key=f"scaling-decode-{name}")
+                               f"Decode, batch {results.decode_batch} ({name})"), key=f"scaling-decode-{name}",
+                 numbers=export.series("context (tokens)", contexts, curves, unit="decode tokens/s",
+                                       batch=results.decode_batch, **about))
         st.caption(scaling.summary(results))
         with st.expander("How it was measured"):
             for note in results.notes:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import ui
+from explorer import export, ui
 from explorer.charts.attention import head_heatmap, mask_heatmap, query_bars
 from explorer.stats import future_attention_share
 
@@ -21,26 +21,28 @@ if any(run is None for run in runs.values()):
     st.stop()
 words = list(dict.fromkeys(t for t in runs["smollm2"].tokens if t in runs["minilm"].tokens))
 if words:
-    query_word = st.selectbox(
-        "Follow one token: where does it look in each model (mean over the layer's heads)?",
-        words,
-        index=words.index("it") if "it" in words else len(words) - 1,
+    query_word = ui.token_to_follow(
+        "Follow one token: where does it look in each model (mean over the layer's heads)?", words
     )
 
 for column, (model_key, run) in zip(st.columns(2), runs.items()):
     with column:
         model = ui.get_model(model_key)
-        st.subheader(model.entry.label)
-        layer = st.slider("Layer", 0, run.num_layers - 1, run.num_layers - 1, key=f"{model_key}-layer")
-        head = st.selectbox("Head", range(run.num_heads), key=f"{model_key}-head", format_func=lambda h: f"H{h}")
+        label = model.entry.label
+        st.subheader(label)
+        layer = ui.layer_slider(f"{model_key}_layer", "Layer", run.num_layers, label)
+        head = ui.head_picker(f"{model_key}_head", "Head", run.num_heads, label)
         share = future_attention_share(run.attentions[layer])
         st.metric("Attention on later tokens (this layer, mean over heads)", f"{share:.1%}")
+        about = {"model": model_key, "text": state.text, "layer": layer}
         if words:
             query = run.tokens.index(query_word)
             row = run.attentions[layer, :, query].mean(axis=0)  # (T,) mean over heads
             ui.chart(query_bars(row, run.tokens, query, f"Where '{query_word}' looks, layer {layer}"),
-                     key=f"{model_key}-query")
+                     key=f"{model_key}-query", numbers=export.query_row(row, run.tokens, query, **about, heads="mean"))
         ui.chart(head_heatmap(run.attentions[layer, head], run.tokens, f"Layer {layer}, head {head}"),
-                 key=f"{model_key}-weights")
-        ui.chart(mask_heatmap(run.masks[layer], run.tokens, "Mask"), key=f"{model_key}-mask")
+                 key=f"{model_key}-weights", numbers=export.heads(run.attentions[layer, head], run.tokens, **about,
+                                                                   head=head))
+        ui.chart(mask_heatmap(run.masks[layer], run.tokens, "Mask"), key=f"{model_key}-mask",
+                 numbers=export.mask(run.masks[layer], run.tokens, **about))
 ui.share_link()
