@@ -1,10 +1,12 @@
 """The app in a real browser: Debian's chromium driven by Playwright, screenshots saved for people to look at."""
 
+import json
 import time
 import urllib.parse
 
 import pytest
 
+from explorer.export import png_export_available
 from tests.browser import ARTIFACTS, launch, streamlit_server, wait_idle
 
 pytestmark = pytest.mark.browser
@@ -78,11 +80,27 @@ def test_a_shared_link_restores_the_view(server, browser):
     page.close()
 
 
-def test_self_vs_causal_page(server, browser):
-    page = open_page(browser, f"{server}/self_vs_causal", height=1800)
-    page.wait_for_selector('[data-testid="stPlotlyChart"] g.heatmaplayer image', timeout=120_000)
+def chart_titles(page) -> list[str]:
+    return page.locator('[data-testid="stPlotlyChart"] g.g-gtitle text').all_text_contents()
+
+
+def wait_for_titles(page, expected: list[str], timeout_s: float = 120) -> list[str]:
+    """The chart titles on the page, once every one of `expected` is among them (charts draw one after another)."""
+    deadline = time.time() + timeout_s
+    while not set(expected) <= set(titles := chart_titles(page)) and time.time() < deadline:
+        page.wait_for_timeout(250)
+    return titles
+
+
+def test_a_link_restores_the_self_vs_causal_view(server, browser):
+    query = urllib.parse.urlencode({"minilm_layer": "2", "minilm_head": "5", "smollm2_layer": "7",
+                                    "smollm2_head": "8", "follow": "apple"})
+    page = open_page(browser, f"{server}/self_vs_causal?{query}", height=1800)
+    expected = ["Where 'apple' looks, layer 2", "Layer 2, head 5", "Where 'apple' looks, layer 7", "Layer 7, head 8"]
+    assert set(expected) <= set(wait_for_titles(page, expected))
     wait_idle(page)
     assert page.locator('[data-testid="stPlotlyChart"]').count() == 6
+    assert "follow=apple" in page.url and "smollm2_head=8" in page.url
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "self_vs_causal.png", full_page=True)
     page.close()
@@ -111,14 +129,52 @@ def test_a_long_context_draws_pooled_overview_summaries_and_zoom(server, browser
 
 
 def test_cross_attention_page_shows_three_kinds_and_says_untrained(server, browser):
-    page = open_page(browser, f"{server}/cross_attention", height=2000)
+    query = urllib.parse.urlencode({"encoder_layer": "0", "cross_head": "2", "target": "hungry giant"})
+    page = open_page(browser, f"{server}/cross_attention?{query}", height=2000)
     page.wait_for_selector('[data-testid="stPlotlyChart"] g.heatmaplayer image', timeout=120_000)
     wait_idle(page)
-    titles = page.locator('[data-testid="stPlotlyChart"] g.g-gtitle text').all_text_contents()
+    expected = ["[PAD]", "[CLS]", "hungry", "giant", "[SEP]"]
+    assert wait_for_labels(page, 1, expected) == expected  # the decoder reads the linked text
+    titles = chart_titles(page)
     assert len(titles) == 4 and all("untrained (random weights)" in t for t in titles)
+    assert titles[0].startswith("Encoder self-attention") and "layer 0, head 2" in titles[0]
     assert page.get_by_text("Its weights are random").count() == 1
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "cross_attention.png", full_page=True)
+    page.close()
+
+
+def test_a_link_restores_the_scaling_page_roofline(server, browser):
+    page = open_page(browser, f"{server}/scaling?gpu=H200", height=2200)
+    page.locator('[data-testid="stPlotlyChart"] text.legendtext', has_text="MHA bound, H200").first.wait_for(
+        timeout=120_000)  # the linked GPU's roofline is drawn
+    wait_idle(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "scaling.png", full_page=True)
+    page.close()
+
+
+def download(page, key: str) -> bytes:
+    """Click the export button with widget key `key` and return the file the browser saves."""
+    with page.expect_download(timeout=120_000) as saved:
+        page.locator(f".st-key-{key} button").filter(visible=True).first.click()
+    return saved.value.path().read_bytes()
+
+
+def test_exports_save_the_numbers_and_a_server_rendered_png(server, browser):
+    query = urllib.parse.urlencode({"text": "the cat saw the dog", "model": "minilm", "layer": "3", "head": "7"})
+    page = open_page(browser, f"{server}/?{query}", height=1600)
+    page.get_by_text("Layer 3, head 7").first.wait_for(timeout=120_000)
+    wait_idle(page)
+    table = download(page, "csv-head").decode()
+    header, *rows = table.splitlines()
+    assert header == "query \\ key,#0 [CLS],#1 the,#2 cat,#3 saw,#4 the,#5 dog,#6 [SEP]"
+    assert len(rows) == 7 and all(abs(sum(map(float, row.split(",")[1:])) - 1) < 3e-3 for row in rows)  # float16
+    layer = json.loads(download(page, "json-grid"))
+    assert (layer["model"], layer["layer"]) == ("minilm", 3) and len(layer["weight"]) == 12  # every head
+    if png_export_available():
+        png = download(page, "png-head")
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 2400  # 1200 px at 2x
     page.close()
 
 
