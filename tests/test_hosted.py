@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.loading import ModelLoadError, load_model
 from explorer.settings import HOSTED_MODELS, Settings, SettingsError, read_settings
+from tests.specs import figures
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "../app.py"
@@ -184,6 +185,16 @@ def test_a_hosted_page_cuts_long_text_at_the_hosted_token_limit(hosted_app, monk
     assert any("64 tokens" in w.value for w in hosted_app.warning)
     context_labels = hosted_app.sidebar.selectbox[0].options  # "Your text only", "256 tokens: ...", ...
     assert all(int(label.split()[0]) <= 64 for label in context_labels if label[0].isdigit())
+
+
+def test_a_hosted_cross_attention_page_serves_only_the_tiny_model(hosted_app):
+    hosted_app.query_params.update({"encoder_decoder": "google-t5/t5-small", "cross_head": "1"})
+    hosted_app.switch_page("views/cross_attention.py")
+    hosted_app.run()
+    assert not hosted_app.exception
+    assert any("serves no encoder-decoder but Tiny T5" in w.value for w in hosted_app.warning)
+    assert "Encoder self-attention<br>layer 1, head 1<br>untrained (random weights)" in figures(hosted_app)
+    assert "encoder_decoder" not in hosted_app.sidebar.code[0].value  # the share link names what is shown
 
 
 # --- Files a host needs -------------------------------------------------------------------------------------------
