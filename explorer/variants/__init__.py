@@ -3,9 +3,10 @@
 `convert(loaded, VariantSpec(...))` returns a `Conversion` whose `.loaded` runs like any loaded model.
 """
 
-from explorer.variants.cache import measured_cache
+from explorer.variants.cache import computed_kv, measured_cache
 from explorer.variants.calibrate import Calibration, calibrate
 from explorer.variants.convert import Conversion, convert
+from explorer.variants.families import family_of
 from explorer.variants.spec import (
     VARIANTS,
     AttentionShape,
@@ -25,6 +26,8 @@ __all__ = [
     "cache_bytes_per_token",
     "cache_values_per_token",
     "calibrate",
+    "computed_kv",
     "convert",
+    "family_of",
     "measured_cache",
 ]

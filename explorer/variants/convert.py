@@ -1,6 +1,9 @@
-"""Convert a loaded Llama-family model to another attention variant, on a deep copy; the shared original is untouched.
+"""Convert a loaded model (Llama/SmolLM2, Gemma-3, GPT-2 or BERT) to another attention variant, on a deep copy;
+the shared original is untouched.
 
-The weight maths runs in float64 and is cast back to the model's dtype once, so exact conversions stay exact.
+A per-family adapter (`explorer.variants.families`) reads each layer's q/k/v/o per head into one float64
+layout; the GQA and MLA maths below is the same for every family, and the result is cast back to the model's
+dtype once, so exact conversions stay exact.
 """
 
 from __future__ import annotations
@@ -14,11 +17,9 @@ import torch
 
 from explorer.loading import LoadedModel
 from explorer.variants.calibrate import Calibration, calibrate
-from explorer.variants.gqa import GroupedQueryAttention
-from explorer.variants.mla import MLAConfig, MultiHeadLatentAttention
+from explorer.variants.families import CONVERTED_CLASSES, Family, HeadWeights, family_of
+from explorer.variants.mla import MLAConfig
 from explorer.variants.spec import AttentionShape, VariantSpec, attention_shape, check_mla, target_kv_heads
-
-SUPPORTED_MODEL_TYPES = ("llama",)  # Llama-family layouts: q_proj/k_proj/v_proj/o_proj, rotate_half RoPE
 
 
 @dataclass
@@ -34,16 +35,28 @@ class Conversion:
     # per layer: measured on calibration text for data-aware SVD, on the weights for plain SVD
 
 
+@dataclass
+class LatentWeights:
+    """An MLA layer's weights in float64 (r latent rank, dr RoPE dims, dn = hd - dr)."""
+
+    wq: torch.Tensor  # (H, hd, D) query rows per head, laid out [q_nope | q_pe]
+    bq: torch.Tensor | None  # (H, hd) query bias in the same layout
+    w_down: torch.Tensor  # (r, D) latent c_kv = w_down x
+    k_pe: torch.Tensor  # (dr, D) the one shared RoPE key (empty in the naive form)
+    b_pe: torch.Tensor | None  # (dr,) its bias
+    w_up: torch.Tensor  # (G*(dn+hd), r) per KV head [k_nope; v] = w_up c_kv + b_up
+    b_up: torch.Tensor | None  # (G*(dn+hd),) the K/V biases, kept exactly on the up-projection
+    wo: torch.Tensor | None  # (D, H, hd) output projection (None: it lives outside the module, BERT)
+    bo: torch.Tensor | None  # (D,)
+
+
 def convert(loaded: LoadedModel, spec: VariantSpec, calibration: Calibration | None = None) -> Conversion:
     """A converted deep copy of `loaded` (the original when spec.variant is 'original'); never mutates `loaded`."""
     shape = attention_shape(loaded.config, loaded.entry.label)
     if spec.variant == "original":
         return Conversion(loaded, spec, 0.0, 0.0)
-    if loaded.config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(
-            f"Attention conversions support Llama-family models (SmolLM2) so far; {loaded.entry.label} is a "
-            f"'{loaded.config.model_type}' model. Pick SmolLM2 to compare variants."
-        )
+    family = family_of(loaded.config, loaded.entry.label)
+    family.check(spec, loaded.entry.label)
     kv_heads = target_kv_heads(spec, shape) if spec.variant != "mla" else None  # checks before any work
     ranks = check_mla(spec, shape) if spec.variant == "mla" else None
     calibration_seconds = 0.0
@@ -53,53 +66,75 @@ def convert(loaded: LoadedModel, spec: VariantSpec, calibration: Calibration | N
 
     started = time.perf_counter()
     model = _fresh_copy(loaded.model)
-    rotary = model.model.rotary_emb
+    hidden = loaded.config.hidden_size
     energy_kept = []
-    for i, layer in enumerate(model.model.layers):
+    for i, (parent, name) in enumerate(family.attention_slots(model)):
+        attn = getattr(parent, name)
         moment = calibration.input_moments[i] if calibration is not None else None
+        weights = family.read(attn, shape)
         if spec.variant == "mla":
-            latent_moment = moment if spec.svd == "data" else _identity(loaded.config.hidden_size)
-            layer.self_attn, energy = to_mla(
-                layer.self_attn, shape, spec, ranks[i], latent_moment, moment, rotary.inv_freq, rotary.attention_scaling
-            )
+            latent_moment = moment if spec.svd == "data" else _identity(hidden)
+            latent, energy = to_mla(weights, shape, spec, ranks[i], latent_moment, moment)
+            mla = MLAConfig(shape.heads, shape.kv_heads, shape.head_dim, ranks[i], latent.k_pe.shape[0], spec.form,
+                            spec.attn_path)
+            new_layer = _mla_layer(family, model, attn, i, mla, latent)
             energy_kept.append(energy)
         else:
-            layer.self_attn = to_gqa(layer.self_attn, shape, kv_heads, spec.merge, moment)
-    if kv_heads is not None:
+            new_layer = _gqa_layer(family, attn, i, shape, to_gqa(weights, shape, kv_heads, spec.merge, moment))
+        setattr(parent, name, new_layer)
+    if kv_heads is not None and hasattr(model.config, "num_key_value_heads"):
         model.config.num_key_value_heads = kv_heads
     seconds = time.perf_counter() - started
     converted = dataclasses.replace(loaded, model=model)
     return Conversion(converted, spec, seconds, calibration_seconds, ranks, energy_kept or None)
 
 
-def to_gqa(attn, shape: AttentionShape, kv_heads: int, merge: str, moment: torch.Tensor | None):
-    """A `GroupedQueryAttention` with `kv_heads` KV heads made from a Llama attention layer.
+def to_gqa(w: HeadWeights, shape: AttentionShape, kv_heads: int, merge: str, moment) -> HeadWeights:
+    """The layer's weights with `kv_heads` KV heads.
 
     More KV heads: repeat each (exact). Fewer: merge each group of old heads into one by its mean, its first
     head, or aligned (keys by complex PCA per RoPE frequency pair, values by PCA, rotations folded into the
-    queries and the output projection).
+    queries and the output projection). Biases follow their rows. With Gemma-3's k_norm after `k_proj`,
+    mean-pooling pools the projections, not the normalised keys: the merged head is normalised as a whole.
     """
-    H, G, hd = shape.heads, shape.kv_heads, shape.head_dim  # query heads, KV heads, head dim
-    wq, wk, wv, wo = _llama_weights(attn, shape)  # (H, hd, D), (G, hd, D), (G, hd, D), (D, H, hd)
+    G, hd = shape.kv_heads, shape.head_dim  # KV heads, head dim
+    wq, wk, wv, wo, bk, bv = w.wq, w.wk, w.wv, w.wo, w.bk, w.bv  # (H, hd, D), (G, hd, D) x2, (D, H, hd), (G, hd) x2
     if kv_heads >= G:
-        wk = wk.repeat_interleave(kv_heads // G, dim=0)  # (kv, hd, D)
-        wv = wv.repeat_interleave(kv_heads // G, dim=0)  # (kv, hd, D)
-    else:
-        members = G // kv_heads  # old KV heads merged into each new one
-        wk_groups = wk.view(kv_heads, members, hd, -1)  # (kv, m, hd, D)
-        wv_groups = wv.view(kv_heads, members, hd, -1)  # (kv, m, hd, D)
-        if merge == "mean":
-            wk, wv = wk_groups.mean(1), wv_groups.mean(1)  # (kv, hd, D)
-        elif merge == "first":
-            wk, wv = wk_groups[:, 0], wv_groups[:, 0]  # (kv, hd, D)
-        else:
-            wq, wk, wv, wo = _aligned_gqa(wq, wk_groups, wv_groups, wo, moment)
-    module = GroupedQueryAttention(attn.config, attn.layer_idx, H, kv_heads, hd).to(attn.q_proj.weight.dtype)
-    _copy(module.q_proj.weight, wq.reshape(H * hd, -1))
-    _copy(module.k_proj.weight, wk.reshape(kv_heads * hd, -1))
-    _copy(module.v_proj.weight, wv.reshape(kv_heads * hd, -1))
-    _copy(module.o_proj.weight, wo.reshape(wo.shape[0], H * hd))
-    return module.to(attn.q_proj.weight.device)
+        wk, wv = wk.repeat_interleave(kv_heads // G, dim=0), wv.repeat_interleave(kv_heads // G, dim=0)  # (kv, hd, D)
+        bk, bv = (None if b is None else b.repeat_interleave(kv_heads // G, dim=0) for b in (bk, bv))  # (kv, hd)
+        return dataclasses.replace(w, wk=wk, wv=wv, bk=bk, bv=bv)
+    members = G // kv_heads  # old KV heads merged into each new one
+    if merge == "aligned":
+        if any(b is not None for b in (w.bq, bk, bv)):
+            raise ValueError("The aligned merge supports attention layers without biases; choose merge='mean'.")
+        wq, wk, wv, wo = _aligned_gqa(wq, wk.view(kv_heads, members, hd, -1), wv.view(kv_heads, members, hd, -1), wo,
+                                      moment)
+        return dataclasses.replace(w, wq=wq, wk=wk, wv=wv, wo=wo)
+    pool = (lambda groups: groups.mean(1)) if merge == "mean" else (lambda groups: groups[:, 0])
+    wk, wv = pool(wk.view(kv_heads, members, hd, -1)), pool(wv.view(kv_heads, members, hd, -1))  # (kv, hd, D)
+    bk, bv = (None if b is None else pool(b.view(kv_heads, members, hd)) for b in (bk, bv))  # (kv, hd)
+    return dataclasses.replace(w, wk=wk, wv=wv, bk=bk, bv=bv)
+
+
+def _gqa_layer(family: Family, attn, layer_index: int, shape: AttentionShape, w: HeadWeights):
+    """A new GQA module of the family's class, holding `w` in the original layer's dtype and device."""
+    H, hd = shape.heads, shape.head_dim  # query heads, head dim
+    kv_heads = w.wk.shape[0]
+    gqa_class, _ = CONVERTED_CLASSES[family.base_attention]
+    module = gqa_class(attn.config, layer_index, H, kv_heads, hd, family.behaviour(attn), family.norms(attn))
+    dtype, device = _dtype_device(attn)
+    module = module.to(dtype)
+    _copy(module.q_proj.weight, w.wq.reshape(H * hd, -1))
+    _copy(module.k_proj.weight, w.wk.reshape(kv_heads * hd, -1))
+    _copy(module.v_proj.weight, w.wv.reshape(kv_heads * hd, -1))
+    for bias, value in ((module.q_proj.bias, w.bq), (module.k_proj.bias, w.bk), (module.v_proj.bias, w.bv)):
+        _copy_bias(bias, value)
+    if module.o_proj is not None:
+        _copy(module.o_proj.weight, w.wo.reshape(w.wo.shape[0], H * hd))
+        _copy_bias(module.o_proj.bias, w.bo)
+    for key, value in family.layer_extras(attn).items():
+        setattr(module, key, value)
+    return module.to(device)
 
 
 def _aligned_gqa(wq, wk_groups, wv_groups, wo, moment):
@@ -155,29 +190,34 @@ def aligned_values(member_values: torch.Tensor, moment: torch.Tensor) -> tuple[t
     return top.T @ stacked, top.view(m, d, d)  # (d, D), (m, d, d)
 
 
-def to_mla(attn, shape: AttentionShape, spec: VariantSpec, rank: int, latent_moment, merge_moment, inv_freq, scaling):
-    """A `MultiHeadLatentAttention` made from a Llama attention layer, and the share of energy its latent keeps.
+def to_mla(w: HeadWeights, shape: AttentionShape, spec: VariantSpec, rank: int, latent_moment, merge_moment):
+    """An MLA layer's weights made from `w`, and the share of energy its latent keeps.
 
     K (without its RoPE part) and V of all KV heads are stacked and projected on their top-`rank` principal
     directions under `latent_moment` (identity: plain SVD of the weights; calibration moments: data-aware).
-    With balancing, V is scaled to K's energy first, so neither dominates the shared latent.
+    With balancing, V is scaled to K's energy first, so neither dominates the shared latent. K/V biases are
+    added after the up-projection, so they stay exact at any rank.
     """
     H, G, hd = shape.heads, shape.kv_heads, shape.head_dim  # query heads, KV heads, head dim
     rope_dims = spec.rope_dims if spec.form == "decoupled" else 0
     half, kept = hd // 2, rope_dims // 2  # RoPE pairs per head, pairs that keep RoPE
     rope_index = torch.cat([torch.arange(kept), torch.arange(kept) + half])  # (dr,) rotate_half layout
     nope_index = _nope_index(hd, rope_dims)  # (dn,)
-    wq, wk, wv, wo = _llama_weights(attn, shape)  # (H, hd, D), (G, hd, D), (G, hd, D), (D, H, hd)
+    wq, wk, wv, wo = w.wq, w.wk, w.wv, w.wo  # (H, hd, D), (G, hd, D), (G, hd, D), (D, H, hd) or None
+    if rope_dims and any(b is not None for b in (w.bq, w.bk)) and spec.merge == "aligned":
+        raise ValueError("The aligned RoPE key supports attention layers without biases; choose merge='mean'.")
 
     # queries: per head [q_nope | q_pe]; the shared RoPE key merges the KV heads' RoPE rows
     q_nope, q_pe = wq[:, nope_index], wq[:, rope_index]  # (H, dn, D), (H, dr, D)
     k_pe_heads = wk[:, rope_index]  # (G, dr, D)
+    b_pe_heads = w.bk[:, rope_index] if w.bk is not None else None  # (G, dr)
     if rope_dims == 0 or spec.merge == "mean":
-        k_pe = k_pe_heads.mean(0)  # (dr, D)
+        k_pe, b_pe = k_pe_heads.mean(0), (b_pe_heads.mean(0) if b_pe_heads is not None else None)  # (dr, D), (dr,)
     elif spec.merge == "first":
-        k_pe = k_pe_heads[0]  # (dr, D)
+        k_pe, b_pe = k_pe_heads[0], (b_pe_heads[0] if b_pe_heads is not None else None)  # (dr, D), (dr,)
     else:
         k_pe, turns = aligned_key(k_pe_heads, merge_moment)  # (dr, D), (G, dr/2)
+        b_pe = None
         q_pe = torch.stack([turn_pairs(q_pe[h], turns[h // (H // G)].conj()) for h in range(H)])  # (H, dr, D)
 
     # the joint latent of [k_nope; v] per KV head
@@ -186,14 +226,38 @@ def to_mla(attn, shape: AttentionShape, spec: VariantSpec, rank: int, latent_mom
     energy_kept = float(eigenvalues[:rank].sum() / eigenvalues.sum())
     w_down = top.T @ weighted  # (r, D): c_kv = w_down x = topᵀ A [k_nope; v]
     w_up = torch.linalg.solve(weights, top)  # (G*(dn+hd), r): [k_nope; v] ≈ A⁻¹ top c_kv
+    b_up = None
+    if w.bk is not None:
+        b_up = torch.cat([w.bk[:, nope_index], w.bv], dim=1).reshape(-1)  # (G*(dn+hd),) per head [k_nope; v]
+    order = torch.cat([nope_index, rope_index])  # (hd,) the query layout [q_nope | q_pe]
+    latent = LatentWeights(
+        wq=torch.cat([q_nope, q_pe], dim=1),  # (H, hd, D)
+        bq=w.bq[:, order] if w.bq is not None else None,  # (H, hd)
+        w_down=w_down, k_pe=k_pe, b_pe=b_pe, w_up=w_up, b_up=b_up, wo=wo, bo=w.bo,
+    )
+    return latent, energy_kept
 
-    mla = MLAConfig(H, G, hd, rank, rope_dims, spec.form, spec.attn_path)
-    module = MultiHeadLatentAttention(attn.config, attn.layer_idx, mla, inv_freq, scaling).to(attn.q_proj.weight.dtype)
-    _copy(module.q_proj.weight, torch.cat([q_nope, q_pe], dim=1).reshape(H * hd, -1))
-    _copy(module.wkv_a.weight, torch.cat([w_down, k_pe]))
-    _copy(module.wkv_b.weight, w_up)
-    _copy(module.o_proj.weight, wo.reshape(wo.shape[0], H * hd))
-    return module.to(attn.q_proj.weight.device), energy_kept
+
+def _mla_layer(family: Family, model, attn, layer_index: int, mla: MLAConfig, w: LatentWeights):
+    """A new MLA module of the family's class, holding `w` in the original layer's dtype and device."""
+    _, mla_class = CONVERTED_CLASSES[family.base_attention]
+    rope = family.rope(model, layer_index)
+    module = mla_class(attn.config, layer_index, mla, family.behaviour(attn), rope, family.norms(attn))
+    dtype, device = _dtype_device(attn)
+    module = module.to(dtype)
+    _copy(module.q_proj.weight, w.wq.reshape(mla.heads * mla.head_dim, -1))
+    _copy_bias(module.q_proj.bias, w.bq)
+    _copy(module.wkv_a.weight, torch.cat([w.w_down, w.k_pe]))
+    if module.wkv_a.bias is not None:
+        _copy(module.wkv_a.bias, torch.cat([torch.zeros(mla.latent_rank, dtype=torch.float64), w.b_pe]))
+    _copy(module.wkv_b.weight, w.w_up)
+    _copy_bias(module.wkv_b.bias, w.b_up)
+    if module.o_proj is not None:
+        _copy(module.o_proj.weight, w.wo.reshape(w.wo.shape[0], mla.heads * mla.head_dim))
+        _copy_bias(module.o_proj.bias, w.bo)
+    for key, value in family.layer_extras(attn).items():
+        setattr(module, key, value)
+    return module.to(device)
 
 
 def latent_spectrum(wq, wk, wv, wo, spec: VariantSpec, kv_heads: int, nope_index, moment):
@@ -242,24 +306,14 @@ def _use_weights(wq, wo, kv_heads: int, nope_index, moment) -> torch.Tensor:
         energy = query_energy[heads].mean(0)  # (hd,)
         pair_energy = (energy + energy.roll(hd // 2)) / 2  # (hd,): same weight on both dims of a pair
         key_weight = torch.diag(pair_energy[nope_index].sqrt())  # (dn, dn)
-        wo_g = wo[:, heads].permute(1, 0, 2)  # (groups, D, hd)
-        eigenvalues, eigenvectors = torch.linalg.eigh(torch.einsum("gdi,gdj->ij", wo_g, wo_g))  # (hd,), (hd, hd)
-        value_weight = eigenvectors @ torch.diag(eigenvalues.clamp_min(0).sqrt()) @ eigenvectors.T  # (hd, hd)
+        if wo is None:  # BERT: the output projection lives outside the attention module; weigh values evenly
+            value_weight = torch.eye(hd, dtype=wq.dtype)  # (hd, hd)
+        else:
+            wo_g = wo[:, heads].permute(1, 0, 2)  # (groups, D, hd)
+            eigenvalues, eigenvectors = torch.linalg.eigh(torch.einsum("gdi,gdj->ij", wo_g, wo_g))  # (hd,), (hd, hd)
+            value_weight = eigenvectors @ torch.diag(eigenvalues.clamp_min(0).sqrt()) @ eigenvectors.T  # (hd, hd)
         blocks.append(torch.block_diag(key_weight, value_weight))
     return torch.block_diag(*blocks)  # (G*(dn+hd), G*(dn+hd))
-
-
-def _llama_weights(attn, shape: AttentionShape):
-    """q, k, v per head (heads, hd, D) and o (D, heads, hd), as float64 copies."""
-    for projection in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj):
-        if projection.bias is not None:
-            raise ValueError("This model's attention has biases; conversions support bias-free Llama layers.")
-    H, G, hd = shape.heads, shape.kv_heads, shape.head_dim
-    wq = attn.q_proj.weight.detach().double().view(H, hd, -1)  # (H, hd, D)
-    wk = attn.k_proj.weight.detach().double().view(G, hd, -1)  # (G, hd, D)
-    wv = attn.v_proj.weight.detach().double().view(G, hd, -1)  # (G, hd, D)
-    wo = attn.o_proj.weight.detach().double().view(-1, H, hd)  # (D, H, hd)
-    return wq, wk, wv, wo
 
 
 def _copy(parameter: torch.nn.Parameter, value: torch.Tensor) -> None:
@@ -267,6 +321,19 @@ def _copy(parameter: torch.nn.Parameter, value: torch.Tensor) -> None:
     assert parameter.shape == value.shape, f"shape {tuple(value.shape)} does not fit {tuple(parameter.shape)}"
     with torch.no_grad():
         parameter.copy_(value.to(parameter.dtype))
+
+
+def _copy_bias(parameter: torch.nn.Parameter | None, value: torch.Tensor | None) -> None:
+    """Copy a bias (any shape, flattened) into a new module's bias; both exist or neither does."""
+    assert (parameter is None) == (value is None), "a bias exists on one side only"
+    if parameter is not None:
+        _copy(parameter, value.reshape(-1))
+
+
+def _dtype_device(attn) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of an attention layer's weights."""
+    parameter = next(attn.parameters())
+    return parameter.dtype, parameter.device
 
 
 def _identity(size: int) -> torch.Tensor:

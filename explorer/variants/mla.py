@@ -1,6 +1,7 @@
-"""Multi-head latent attention (MLA) for Llama-family models, with a naive and an absorbed path side by side.
+"""Multi-head latent attention (MLA) for every family, with a naive and an absorbed path side by side.
 
 Keys and values are rebuilt from one cached latent per token (DeepSeek-V2 naming: `wkv_a` down, `wkv_b` up).
+Families without RoPE (GPT-2, BERT) use the naive form with no rotation: the latent is a plain low-rank K/V.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from typing import Literal
 
 import torch
 from torch import nn
-from transformers.models.llama.modeling_llama import LlamaAttention, rotate_half
+from transformers.models.llama.modeling_llama import rotate_half
 
-from explorer.attention import attend, causal_mask, repeat_kv
+from explorer.attention import attend, repeat_kv
+from explorer.variants.gqa import layer_mask
 
 
 @dataclass(frozen=True)
@@ -41,72 +43,91 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos[:, None] + rotate_half(x) * sin[:, None]  # (B, H, T, d)
 
 
-class MultiHeadLatentAttention(LlamaAttention):
-    """MLA converted from a Llama attention layer; caches the latent (B, 1, S, r) and the RoPE key (B, 1, S, dr).
+class MultiHeadLatentAttention(nn.Module):
+    """MLA converted from an attention layer; caches the latent (B, 1, S, r) and the RoPE key (B, 1, S, dr).
 
-    It subclasses `LlamaAttention` only so that transformers records its probabilities in `outputs.attentions`.
-    Unlike DeepSeek there is no `kv_norm` on the latent: a training-free conversion must stay linear.
+    Each family subclasses it with its own attention class only so that transformers records its
+    probabilities in `outputs.attentions`. Unlike DeepSeek there is no `kv_norm` on the latent: a
+    training-free conversion must stay linear. K/V biases live on the up-projection (exact at any rank);
+    Gemma-3's k_norm acts on each key head after the up-projection, as it did after `k_proj`.
     """
 
-    def __init__(self, config, layer_idx: int, mla: MLAConfig, rope_inv_freq: torch.Tensor, rope_scaling: float):
+    def __init__(self, config, layer_idx: int, mla: MLAConfig, behaviour, rope=None, norms=None):
         nn.Module.__init__(self)
         hidden = config.hidden_size
         self.config = config
         self.layer_idx = layer_idx  # the cache slot this layer writes
         self.mla = mla
+        self.behaviour = behaviour  # LayerBehaviour: positions, direction, biases, norms, scale
         self.head_dim = mla.head_dim
         self.num_key_value_groups = mla.heads // mla.kv_heads  # query heads per KV group
-        self.scaling = mla.head_dim**-0.5  # the original model's scale: q·k still spans head_dim dims
-        self.is_causal = True
+        self.scaling = behaviour.scaling  # the original model's scale: q·k still spans head_dim dims
+        self.is_causal = behaviour.causal
         self.attention_dropout = 0.0
-        self.q_proj = nn.Linear(hidden, mla.heads * mla.head_dim, bias=False)  # per head [q_nope | q_pe]
-        self.wkv_a = nn.Linear(hidden, mla.latent_rank + mla.rope_dims, bias=False)  # down: [c_kv | k_pe]
-        self.wkv_b = nn.Linear(mla.latent_rank, mla.kv_heads * (mla.nope_dims + mla.head_dim), bias=False)  # up
-        self.o_proj = nn.Linear(mla.heads * mla.head_dim, hidden, bias=False)
+        bias = behaviour.bias
+        self.q_proj = nn.Linear(hidden, mla.heads * mla.head_dim, bias=bias)  # per head [q_nope | q_pe]
+        self.wkv_a = nn.Linear(hidden, mla.latent_rank + mla.rope_dims, bias=bias and mla.rope_dims > 0)  # down:
+        # [c_kv | k_pe]; only the RoPE key can carry a bias (the latent's is zero, K/V biases sit on wkv_b)
+        self.wkv_b = nn.Linear(mla.latent_rank, mla.kv_heads * (mla.nope_dims + mla.head_dim), bias=bias)  # up
+        self.o_proj = (
+            nn.Linear(mla.heads * mla.head_dim, hidden, bias=behaviour.output_bias)
+            if behaviour.output_projection
+            else None
+        )
+        self.q_norm, self.k_norm = norms if norms is not None else (None, None)  # Gemma-3: RMSNorm per head
         half = mla.head_dim // 2
         kept_pairs = torch.arange(mla.rope_dims // 2)  # the highest-frequency pairs keep RoPE
         self.register_buffer("rope_columns", torch.cat([kept_pairs, kept_pairs + half]), persistent=False)
-        self.register_buffer("rope_inv_freq", rope_inv_freq.clone(), persistent=False)  # (hd/2,)
-        self.rope_scaling = rope_scaling
+        inv_freq, self.rope_scaling = rope if rope is not None else (torch.zeros(0), 1.0)
+        self.register_buffer("rope_inv_freq", inv_freq.clone(), persistent=False)  # (hd/2,), empty without RoPE
         self.hook_pattern = nn.Identity()  # tap: attention probabilities (B, H, T, S)
+        self.hook_cached = nn.Identity()  # tap: (latent (B, 1, T, r), k_pe (B, 1, T, dr)), what the cache holds
 
-    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+    def forward(self, hidden_states, attention_mask=None, cache=None, position_embeddings=None, **kwargs):
         mla = self.mla
         B, T, _ = hidden_states.shape  # batch, tokens, d_model
         q = self.q_proj(hidden_states).view(B, T, mla.heads, mla.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        if self.q_norm is not None:
+            q = self.q_norm(q)  # (B, H, T, hd): naive form only, where q keeps its original layout
         kv_a = self.wkv_a(hidden_states)  # (B, T, r+dr)
         latent, k_pe = kv_a.split([mla.latent_rank, mla.rope_dims], dim=-1)  # (B, T, r), (B, T, dr)
         latent = latent[:, None]  # (B, 1, T, r)
         k_pe = k_pe[:, None]  # (B, 1, T, dr)
-        cos, sin = position_embeddings  # (B, T, hd) each, for the query positions
+        cos, sin = position_embeddings if self.behaviour.rope else (None, None)  # (B, T, hd) each
         q_nope, q_pe = q.split([mla.nope_dims, mla.rope_dims], dim=-1)  # (B, H, T, dn), (B, H, T, dr)
         if mla.form == "decoupled":
             cos_pe, sin_pe = cos[..., self.rope_columns], sin[..., self.rope_columns]  # (B, T, dr)
             q_pe = rotate(q_pe, cos_pe, sin_pe)  # (B, H, T, dr)
             k_pe = rotate(k_pe, cos_pe, sin_pe)  # (B, 1, T, dr): rotated once, before caching
+        latent, k_pe = self.hook_cached((latent, k_pe))  # (B, 1, T, r), (B, 1, T, dr)
         if cache is not None:
             latent, k_pe = cache.update(latent, k_pe, self.layer_idx)  # (B, 1, S, r), (B, 1, S, dr)
         S = latent.shape[2]  # key positions
-        mask = causal_mask(T, S, q.dtype, q.device) if attention_mask is None else attention_mask[..., :S]
+        mask = layer_mask(attention_mask, self.is_causal, T, S, q)  # (B or 1, 1, T, S) or None
         if mla.attn_path == "absorb":
             out, probs = self._attend_absorbed(q_nope, q_pe, latent, k_pe, mask)  # (B, H, T, hd)
         else:
-            out, probs = self._attend_naive(q_nope, q_pe, latent, k_pe, mask, cos, sin)  # (B, H, T, hd)
+            positions = kwargs.get("position_ids")  # (B, T) or None
+            out, probs = self._attend_naive(q_nope, q_pe, latent, k_pe, mask, cos, sin, positions)  # (B, H, T, hd)
         probs = self.hook_pattern(probs)  # (B, H, T, S)
         out = out.transpose(1, 2).reshape(B, T, mla.heads * mla.head_dim)  # (B, T, H*hd)
-        return self.o_proj(out), probs
+        return (self.o_proj(out) if self.o_proj is not None else out), probs
 
-    def _attend_naive(self, q_nope, q_pe, latent, k_pe, mask, cos, sin):
+    def _attend_naive(self, q_nope, q_pe, latent, k_pe, mask, cos, sin, positions=None):
         """Expand every cached latent into per-group keys and values, then attend as GQA."""
         mla = self.mla
         B, _, S, _ = latent.shape  # batch, 1, key positions, latent rank
         kv = self.wkv_b(latent[:, 0]).view(B, S, mla.kv_heads, mla.nope_dims + mla.head_dim)  # (B, S, kv, dn+hd)
         k_nope, v = kv.transpose(1, 2).split([mla.nope_dims, mla.head_dim], dim=-1)  # (B, kv, S, dn), (B, kv, S, hd)
         if mla.form == "naive":
-            # RoPE after the up-projection: every past key is re-rotated at every step (cannot be absorbed).
-            key_cos, key_sin = self._key_rotary(S, q_nope.dtype)  # (1, S, hd)
-            q = rotate(q_nope, cos, sin)  # (B, H, T, hd)
-            k = rotate(k_nope, key_cos, key_sin)  # (B, kv, S, hd)
+            if self.k_norm is not None:
+                k_nope = self.k_norm(k_nope)  # (B, kv, S, hd): Gemma-3 normalises each key head before RoPE
+            q, k = q_nope, k_nope  # (B, H, T, hd), (B, kv, S, hd): learned absolute positions need no rotation
+            if self.behaviour.rope:
+                # RoPE after the up-projection: every past key is re-rotated at every step (cannot be absorbed).
+                key_cos, key_sin = self._key_rotary(S, positions, q_nope.dtype)  # (1, S, hd)
+                q = rotate(q_nope, cos, sin)  # (B, H, T, hd)
+                k = rotate(k_nope, key_cos, key_sin)  # (B, kv, S, hd)
         else:
             q = torch.cat([q_nope, q_pe], dim=-1)  # (B, H, T, hd)
             k = torch.cat([k_nope, k_pe.expand(B, mla.kv_heads, S, mla.rope_dims)], dim=-1)  # (B, kv, S, hd)
@@ -132,9 +153,15 @@ class MultiHeadLatentAttention(LlamaAttention):
         w_ukv = w_ukv.repeat_interleave(self.num_key_value_groups, dim=0)  # (H, dn+hd, r)
         return w_ukv[:, : mla.nope_dims], w_ukv[:, mla.nope_dims :]
 
-    def _key_rotary(self, num_keys: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin (1, S, hd) for key positions 0..S-1, computed as `LlamaRotaryEmbedding` does."""
-        positions = torch.arange(num_keys, device=self.rope_inv_freq.device, dtype=torch.float32)  # (S,)
+    def _key_rotary(self, num_keys: int, query_positions, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin (1, S, hd) for the S cached keys, computed as the model's rotary embedding does.
+
+        The keys are the S positions that end at the last query's: 0..S-1 with a full cache, the most recent
+        S with a sliding-window cache (Gemma-3's local layers keep only their window).
+        """
+        last = int(query_positions[0, -1]) if query_positions is not None else num_keys - 1
+        first = last - num_keys + 1
+        positions = torch.arange(first, last + 1, device=self.rope_inv_freq.device, dtype=torch.float32)  # (S,)
         freqs = positions[:, None] * self.rope_inv_freq.float()[None, :]  # (S, hd/2)
         angles = torch.cat([freqs, freqs], dim=-1)[None]  # (1, S, hd)
         return (angles.cos() * self.rope_scaling).to(dtype), (angles.sin() * self.rope_scaling).to(dtype)
