@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
 
     variants = commands.add_parser("variants", help="attention variants of a model: cache size and quality")
     variants.add_argument("--model", default="smollm2")
-    variants.add_argument("--tokens", type=int, default=1024, help="evaluation tokens (in chunks of 256)")
+    variants.add_argument("--tokens", type=int, default=1024,
+                          help="evaluation tokens (decoders: chunks of 256; encoders: whole documents, at least 4)")
     variants.add_argument("--output", help="also write the JSON report to this file")
     variants.add_argument("--json", action="store_true")
     variants.set_defaults(handler=_variants)
@@ -123,6 +124,15 @@ def _variants(args) -> int:
         Path(args.output).write_text(text + "\n")
     if args.json:
         print(text)
+        return 0
+    if report["kind"] == "encoder":  # no LM head: sentence-embedding closeness instead of perplexity
+        print(f"{'variant':<48} {'KV/token/layer':>14} {'emb. cos':>9} {'rank corr':>9} {'hidden err':>10} "
+              f"{'convert s':>9}")
+        for row in report["variants"]:
+            values = row["kv_values_per_token_per_layer"]["measured"]
+            print(f"{row['label']:<48} {values:>14.0f} {row['embedding_cosine']:>9.4f} "
+                  f"{row['similarity_rank_correlation']:>9.3f} {row['hidden_relative_error']:>10.4f} "
+                  f"{row['conversion_seconds']:>9.2f}")
         return 0
     print(f"{'variant':<48} {'KV/token/layer':>14} {'ppl':>10} {'KL':>7} {'top-1':>6} {'convert s':>9}")
     for row in report["variants"]:
