@@ -118,6 +118,10 @@ def test_a_link_restores_the_cross_attention_view():
     link = app.sidebar.code[0].value
     assert "target=hungry+giant" in link and "cross_head=3" in link and "encoder_layer=0" in link
 
+    writes = open_page("views/cross_attention.py", {"target": ""})  # an empty decoder text: the model writes
+    assert any("the model's own output" in text.value for text in writes.markdown)
+    assert "target=" in writes.sidebar.code[0].value
+
     bad = open_page("views/cross_attention.py", {"decoder_layer": "5", "cross_head": "4"})
     warnings = " ".join(w.value for w in bad.warning)
     assert "The decoder has 2 layers (0-1); showing layer 1." in warnings and "4 heads per layer" in warnings
