@@ -41,6 +41,8 @@ class ViewState:
     merge: str = "mean"  # GQA/MQA: how a group's KV heads become one (mean, first, aligned)
     form: str = "naive"  # MLA: naive (RoPE after the up-projection) or decoupled (DeepSeek-V2)
     svd: str = "data"  # MLA: latent from the weights (plain) or from K/V outputs on calibration text (data)
+    uptrain_tokens: int | None = None  # uptraining budget in tokens (None: the lab's default budget)
+    uptrain_scope: str = "attention"  # what uptraining trains: the attention weights only, or all weights
     # KV-cache explorer
     config: str = "smollm2-135m"  # reference config name, or a hub id / config.json path
     tokens: int = 32_768  # context length per sequence
@@ -81,6 +83,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "encoder_layer": (0, 1_000),
     "decoder_layer": (0, 1_000),
     "cross_head": (0, 1_000),
+    "uptrain_tokens": (1, 1 << 24),  # the lab offers the budgets its settings allow; others get its notice
 }
 INT_STEPS: dict[str, int] = {"measure_tokens": 16}  # whole-number parameters that move in steps
 SWITCHES = ("log_colours", "log_context")  # on/off parameters, written 1 or 0
@@ -90,6 +93,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "merge": ("mean", "first", "aligned"),
     "form": ("naive", "decoupled"),
     "svd": ("plain", "data"),
+    "uptrain_scope": ("attention", "all"),
 }
 
 

@@ -68,7 +68,7 @@ def test_bad_zoom_and_log_values_fall_back():
 def test_every_page_widget_round_trips():
     state = ViewState(minilm_layer=2, minilm_head=11, smollm2_layer=7, smollm2_head=8, follow="apple",
                       encoder_decoder="google-t5/t5-small", target="", encoder_layer=1, decoder_layer=0, cross_head=3,
-                      log_context=False, measure_tokens=256)
+                      log_context=False, measure_tokens=256, uptrain_tokens=65_536, uptrain_scope="all")
     query = to_query(state)
     assert query["target"] == "" and query["log_context"] == "0"  # an empty decoder text is a choice too
     assert parse_query(query) == (state, [])
@@ -76,8 +76,9 @@ def test_every_page_widget_round_trips():
 
 def test_bad_page_widget_values_fall_back_with_notices():
     state, notices = parse_query({"minilm_layer": "-1", "cross_head": "h3", "measure_tokens": "100",
-                                  "log_context": "yes", "encoder_decoder": "<t5>", "follow": "\x00"})
-    assert state == ViewState() and len(notices) == 6
+                                  "log_context": "yes", "encoder_decoder": "<t5>", "follow": "\x00",
+                                  "uptrain_tokens": "0", "uptrain_scope": "lm_head"})
+    assert state == ViewState() and len(notices) == 8
     assert any("in steps of 16" in n for n in notices)
 
 
