@@ -58,7 +58,8 @@ def report_specs(shape: AttentionShape, model_type: str) -> tuple[VariantSpec, .
     """The variants worth measuring for a model: SmolLM2's full list, or one sized to another model's heads.
 
     Every family gets MHA (or the original when it is MHA), mean-pooled and first-head GQA/MQA, and naive MLA
-    by data-aware and plain SVD from full rank (exact) down to an eighth of the original K/V values.
+    by data-aware and plain SVD from full rank (exact) down to an eighth of the original K/V values and to
+    the cache of one KV head (MQA's).
     """
     if model_type == "llama" and (shape.heads, shape.kv_heads) == (9, 3):
         return REPORT_SPECS
@@ -66,15 +67,16 @@ def report_specs(shape: AttentionShape, model_type: str) -> tuple[VariantSpec, .
     if shape.kv_heads < shape.heads:
         specs.append(VariantSpec("mha"))
     middle = [n for n in range(2, shape.heads) if shape.heads % n == 0 and n != shape.kv_heads]
-    for kv_heads in middle[-1:]:  # one GQA setting between MHA and MQA, when the heads allow one
+    for kv_heads in sorted(set(middle[:1] + middle[-1:])):  # the widest and narrowest GQA between MHA and MQA
         merges = ("mean",) if kv_heads > shape.kv_heads else ("mean", "first")
         specs += [VariantSpec("gqa", kv_heads=kv_heads, merge=merge) for merge in merges]
     if shape.kv_heads > 1:
         specs += [VariantSpec("mqa", merge="mean"), VariantSpec("mqa", merge="first")]
-    original = shape.kv_values_per_layer  # K/V values per token and layer before conversion
-    ranks = [original, original // 2, original // 4, original // 8]
+    full = 2 * shape.kv_heads * shape.head_dim  # K/V values per token and layer before conversion
+    mqa_cache = 2 * shape.head_dim  # the cache of one KV head, to set MLA beside MQA
+    ranks = sorted({full, full // 2, full // 4, full // 8, mqa_cache}, reverse=True)
     specs += [VariantSpec("mla", latent_rank=rank, svd="data") for rank in ranks]
-    specs += [VariantSpec("mla", latent_rank=rank, svd="plain") for rank in ranks[1:3]]
+    specs += [VariantSpec("mla", latent_rank=rank, svd="plain") for rank in (full // 2, full // 4)]
     return tuple(specs)
 
 
