@@ -44,3 +44,21 @@ def test_quality_is_deterministic_and_kl_orders_the_merges(smollm2):
     assert (once.perplexity, once.kl, once.top1_agreement) == (again.perplexity, again.kl, again.top1_agreement)
     assert 0 < once.kl < first.kl
     assert 0 <= first.top1_agreement < once.top1_agreement < 1
+
+
+def test_encoder_quality_measures_on_known_embeddings():
+    from explorer.quality import _pair_similarities, _rank_correlation
+
+    scores = torch.tensor([0.1, 0.5, 0.3, 0.9])
+    assert _rank_correlation(scores, scores * 2) == pytest.approx(1.0)
+    assert _rank_correlation(scores, -scores) == pytest.approx(-1.0)
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    assert _pair_similarities(embeddings).tolist() == pytest.approx([0.0, 2**-0.5, 2**-0.5])  # pairs (0,1) (0,2) (1,2)
+
+
+def test_encoder_documents_keep_special_tokens_and_their_cap(minilm):
+    from explorer.quality import document_ids
+
+    rows = document_ids(minilm.tokenizer, "evaluation", count=5, max_tokens=64)
+    assert len(rows) == 5 and all(row.shape[0] == 1 and row.shape[1] <= 64 for row in rows)
+    assert all(row[0, 0] == minilm.tokenizer.cls_token_id and row[0, -1] == minilm.tokenizer.sep_token_id for row in rows)

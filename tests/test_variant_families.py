@@ -28,6 +28,19 @@ from explorer.variants.report import variant_report
 VOCAB = 30522  # the MiniLM tokenizer's vocabulary: the tiny models share its tokenizer for calibration prose
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Run this module's small matrices on one thread, then restore the setting.
+
+    On a shared 2-core machine, two OpenMP threads spinning on a 768×768 eigh took 20–60 s per MiniLM
+    conversion; one thread takes about 1.5 s. The models here are small, so one thread loses nothing.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(model, tokenizer, kind: str, name: str) -> LoadedModel:
     """A LoadedModel around a randomly initialised model, with random biases and norm weights."""
     torch.manual_seed(1)
@@ -312,3 +325,22 @@ def test_encoder_report_rows(minilm):
     assert mqa["measured_equals_formula"] and mqa["cache_vs_original"] == pytest.approx(1 / 12)
     assert mla["kv_values_per_token_per_layer"]["measured"] == 96 and 0 < mla["energy_kept_mean"] < 1
     assert mqa["embedding_cosine"] < 1 and mqa["hidden_relative_error"] > 0
+
+
+@pytest.mark.parametrize(
+    ("shape", "model_type", "expected"),
+    [
+        ((18, 4, 1, 256), "gemma3_text", ["original", "mha", "gqa kv=2 mean", "mla naive r=512 data"]),
+        ((6, 12, 12, 32), "bert", ["original", "gqa kv=2 mean", "gqa kv=2 first", "gqa kv=6 mean"]),
+    ],
+)
+def test_report_specs_fit_each_model_shape(shape, model_type, expected):
+    from explorer.variants.report import report_specs
+    from explorer.variants.spec import AttentionShape
+
+    attention = AttentionShape(*shape)
+    specs = report_specs(attention, model_type)
+    assert [spec.label() for spec in specs[: len(expected)]] == expected
+    assert all(cache_values_per_token(spec, attention) for spec in specs)  # every one is a valid setting
+    full = attention.kv_values_per_layer
+    assert min(spec.latent_rank for spec in specs if spec.variant == "mla") == min(full // 8, 2 * attention.head_dim)
