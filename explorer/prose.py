@@ -1,6 +1,7 @@
-"""The news prose used to calibrate and evaluate variants: gensim's Lee background corpus, split in two halves.
+"""The news prose used to calibrate, uptrain and evaluate variants: gensim's Lee background corpus, in two halves.
 
-Calibration reads documents from the first half only and evaluation from the second, so they never overlap.
+Calibration and uptraining read documents from the first half only and evaluation from the second, so nothing a
+variant is fitted or trained on is ever scored.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Literal
 import torch
 
 CORPUS_FILE = "gensim/test/test_data/lee_background.cor"  # ~300 news documents, one per line
-Slice = Literal["calibration", "evaluation"]
+Slice = Literal["calibration", "training", "evaluation"]  # calibration and training: the first half
 
 
 def corpus_path() -> Path:
@@ -35,10 +36,10 @@ def documents() -> tuple[str, ...]:
 
 
 def prose(part: Slice) -> str:
-    """The calibration half (first documents) or the evaluation half (last documents), as one text."""
+    """The first half of the documents (calibration, training) or the second half (evaluation), as one text."""
     docs = documents()
     middle = len(docs) // 2
-    chosen = docs[:middle] if part == "calibration" else docs[middle:]
+    chosen = docs[middle:] if part == "evaluation" else docs[:middle]
     return "\n\n".join(chosen)
 
 
