@@ -13,6 +13,8 @@ from typing import Mapping
 
 HOSTED_MAX_INPUT_TOKENS = 512  # a small CPU host draws SmolLM2's 30 layers x 9 heads at 512 tokens in ~1 s
 LOCAL_MAX_INPUT_TOKENS = 2048  # the longest context the overview accepts (explorer.run.MAX_LONG_TOKENS)
+HOSTED_MAX_UPTRAIN_TOKENS = 2048  # two runs of 8 steps: about a minute on a small CPU host
+LOCAL_MAX_UPTRAIN_TOKENS = 2_097_152  # the largest budget the variant lab offers (on a GPU)
 HOSTED_MODELS = ("smollm2", "minilm")  # the two small models; both have safetensors copies on the hub
 DEFAULT_MEMORY_FRACTION = 0.5  # share of the memory available at run time that one run may plan to use
 
@@ -32,6 +34,8 @@ class Settings:
     # inputs
     max_input_tokens: int = LOCAL_MAX_INPUT_TOKENS  # ATTENTION_EXPLORER_MAX_TOKENS: longest input run, in
     # tokens (longer text is cut with a notice); hosted default 512
+    max_uptrain_tokens: int = LOCAL_MAX_UPTRAIN_TOKENS  # ATTENTION_EXPLORER_MAX_UPTRAIN_TOKENS: the largest
+    # training budget the variant lab offers; hosted default 2048
     # models
     allowed_models: tuple[str, ...] | None = None  # ATTENTION_EXPLORER_MODELS="smollm2,minilm": the only
     # model keys (or hub ids) that may load; None allows any catalogue key, hub id or local folder.
@@ -61,6 +65,10 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
     max_input_tokens = _whole_number(
         env, "ATTENTION_EXPLORER_MAX_TOKENS", max_tokens_default, 1, LOCAL_MAX_INPUT_TOKENS
     )
+    max_uptrain_tokens = _whole_number(
+        env, "ATTENTION_EXPLORER_MAX_UPTRAIN_TOKENS",
+        HOSTED_MAX_UPTRAIN_TOKENS if hosted else LOCAL_MAX_UPTRAIN_TOKENS, 2048, LOCAL_MAX_UPTRAIN_TOKENS,
+    )
     models_value = env.get("ATTENTION_EXPLORER_MODELS", "").strip()
     if models_value:
         allowed_models = tuple(name.strip() for name in models_value.split(",") if name.strip())
@@ -74,6 +82,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
         hosted=hosted,
         offline=_flag(env, "HF_HUB_OFFLINE"),
         max_input_tokens=max_input_tokens,
+        max_uptrain_tokens=max_uptrain_tokens,
         allowed_models=allowed_models,
         allow_local_paths=not hosted,
         memory_limit_bytes=_byte_size(env, "ATTENTION_EXPLORER_MEMORY_LIMIT"),

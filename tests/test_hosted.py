@@ -44,8 +44,10 @@ def test_every_limit_can_be_set():
         "ATTENTION_EXPLORER_MODELS": " minilm , smollm2,",
         "ATTENTION_EXPLORER_MEMORY_LIMIT": "1.5GB",
         "ATTENTION_EXPLORER_MEMORY_FRACTION": "0.25",
+        "ATTENTION_EXPLORER_MAX_UPTRAIN_TOKENS": "8192",
     })
-    assert chosen == Settings(hosted=True, max_input_tokens=128, allowed_models=("minilm", "smollm2"),
+    assert chosen == Settings(hosted=True, max_input_tokens=128, max_uptrain_tokens=8192,
+                              allowed_models=("minilm", "smollm2"),
                               allow_local_paths=False, memory_limit_bytes=1_500_000_000, memory_fraction=0.25)
     assert read_settings({"ATTENTION_EXPLORER_MEMORY_LIMIT": "2GiB"}).memory_limit_bytes == 2 * 2**30
     assert read_settings({"ATTENTION_EXPLORER_MEMORY_LIMIT": "800000000"}).memory_limit_bytes == 800_000_000
@@ -60,6 +62,7 @@ def test_every_limit_can_be_set():
     ("ATTENTION_EXPLORER_MEMORY_LIMIT", "-1GB"),
     ("ATTENTION_EXPLORER_MEMORY_LIMIT", "lots"),
     ("ATTENTION_EXPLORER_MEMORY_FRACTION", "1.5"),
+    ("ATTENTION_EXPLORER_MAX_UPTRAIN_TOKENS", "1000"),
     ("HF_HUB_OFFLINE", "sometimes"),
 ])
 def test_a_value_that_cannot_be_used_names_its_variable(name, value):
