@@ -34,6 +34,24 @@ def main(argv: list[str] | None = None) -> int:
     variants.add_argument("--json", action="store_true")
     variants.set_defaults(handler=_variants)
 
+    uptrain = commands.add_parser("uptrain", help="uptrain a converted model briefly, beside the same run unconverted")
+    uptrain.add_argument("--model", default="smollm2")
+    uptrain.add_argument("--variant", default="mqa", choices=["gqa", "mqa", "mla", "mha"])
+    uptrain.add_argument("--kv-heads", type=int, help="gqa: KV heads after conversion")
+    uptrain.add_argument("--merge", default="mean", choices=["mean", "first", "aligned"])
+    uptrain.add_argument("--form", default="naive", choices=["naive", "decoupled"], help="mla: RoPE form")
+    uptrain.add_argument("--latent-rank", type=int, default=256, help="mla: latent width per token and layer")
+    uptrain.add_argument("--rope-dims", type=int, default=32, help="mla decoupled: dims of the shared RoPE key")
+    uptrain.add_argument("--svd", default="data", choices=["data", "plain"], help="mla: how the latent is found")
+    uptrain.add_argument("--tokens", type=int, default=8192, help="training tokens (budget)")
+    uptrain.add_argument("--scope", default="attention", choices=["attention", "all"], help="what learns")
+    uptrain.add_argument("--learning-rate", type=float, help="peak learning rate of AdamW")
+    uptrain.add_argument("--eval-tokens", type=int, default=512, help="held-out tokens scored (in chunks of 256)")
+    uptrain.add_argument("--no-control", action="store_true", help="skip the control run on the unconverted model")
+    uptrain.add_argument("--output", help="also write the JSON report to this file")
+    uptrain.add_argument("--json", action="store_true")
+    uptrain.set_defaults(handler=_uptrain)
+
     args = parser.parse_args(argv)
     return args.handler(args)
 
@@ -139,6 +157,53 @@ def _variants(args) -> int:
         values = row["kv_values_per_token_per_layer"]["measured"]
         print(f"{row['label']:<48} {values:>14.0f} {row['perplexity']:>10.1f} {row['kl']:>7.3f} "
               f"{row['top1_agreement']:>6.2f} {row['conversion_seconds']:>9.2f}")
+    return 0
+
+
+def _uptrain(args) -> int:
+    import dataclasses
+    import json
+    import sys
+    from pathlib import Path
+
+    from explorer.loading import load_model
+    from explorer.uptrain import UptrainSettings, uptrain_report
+    from explorer.variants import VariantSpec
+
+    spec = VariantSpec(
+        args.variant, kv_heads=args.kv_heads, merge=args.merge, form=args.form, latent_rank=args.latent_rank,
+        rope_dims=args.rope_dims, svd=args.svd, attn_path="absorb" if args.form == "decoupled" else "naive",
+    )
+    settings = UptrainSettings(tokens=args.tokens, scope=args.scope)
+    if args.learning_rate is not None:
+        settings = dataclasses.replace(settings, learning_rate=args.learning_rate)
+
+    def progress(run: str, step) -> None:
+        if step.step == step.steps or step.step % 10 == 0:
+            print(f"{run}: step {step.step}/{step.steps}, {step.tokens:,} tokens, loss {step.loss:.3f}, "
+                  f"{step.seconds:.0f} s", file=sys.stderr, flush=True)
+
+    try:
+        report = uptrain_report(load_model(args.model), spec, settings, args.eval_tokens, not args.no_control, progress)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    text = json.dumps(report, indent=2)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
+    if args.json:
+        print(text)
+        return 0
+    print(f"{report['variant']} on {args.model}, {settings.tokens:,} training tokens ({settings.scope}), "
+          f"{report['eval_tokens']} held-out tokens; original perplexity {report['original']['perplexity']:.2f}")
+    rows = [("before uptraining", report["before"]), ("after uptraining", report["variant_after"])]
+    if "control_after" in report:
+        rows.append(("control (unconverted, same training)", report["control_after"]))
+    for name, row in rows:
+        print(f"  {name:<38} perplexity {row['perplexity']:>12,.2f}  KL {row['kl']:.3f}  top-1 {row['top1_agreement']:.2f}")
+    if "after_vs_control" in report:
+        print(f"  after / control perplexity: {report['after_vs_control']:.2f}")
     return 0
 
 
