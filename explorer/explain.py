@@ -20,6 +20,7 @@ TOPICS = {
     "kv_cache": "what the KV cache is and why it is a memory wall",
     "mqa_gqa": "multi-query and grouped-query attention",
     "mla": "multi-head latent attention: latent compression, decoupled RoPE, weight absorption",
+    "uptrain": "uptraining a converted model, and why it needs a control",
 }
 
 

@@ -3,9 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from explorer import export, lab, ui
+from explorer import export, lab, ui, uptrain
 from explorer.charts.attention import head_heatmap
-from explorer.charts.variants import energy_bars, frontier_figure, similarity_heatmap
+from explorer.charts.variants import energy_bars, frontier_figure, loss_curves, similarity_heatmap
 from explorer.stats import group_similarity, pattern_similarity
 from explorer.variants import attention_shape
 
@@ -48,12 +48,13 @@ layer, head = ui.layer_and_head(run.num_layers, run.num_heads)
 before, after = st.columns(2)
 with before:
     ui.chart(head_heatmap(run.attentions[layer, head], run.tokens, f"Original: layer {layer}, head {head}"),
-             key="lab-original")
+             key="lab-original", numbers=export.heads(run.attentions[layer, head], run.tokens, model=MODEL,
+                                                      variant="original", layer=layer, head=head))
 with after:
     ui.chart(head_heatmap(converted_run.attentions[layer, head], run.tokens,
-                          f"{spec.label()}: layer {layer}, head {head}"), key="lab-converted")
-ui.downloads(f"attention-{spec.label().replace(' ', '-')}-L{layer}H{head}",
-             {"csv": export.attention_csv(converted_run.attentions[layer, head], run.tokens)})
+                          f"{spec.label()}: layer {layer}, head {head}"), key="lab-converted",
+             numbers=export.heads(converted_run.attentions[layer, head], run.tokens, model=MODEL,
+                                  variant=spec.label(), layer=layer, head=head))
 
 st.subheader("Heads that share a KV head")
 kv_heads = lab.kv_groups(spec, shape)
@@ -63,7 +64,10 @@ with ui.beside("mqa_gqa"):
         title = f"How alike the heads of layer {layer} look (orange: heads sharing one of {kv_heads} KV heads)"
     else:
         title = f"How alike the heads of layer {layer} look (every head has its own keys and values)"
-    ui.chart(similarity_heatmap(similarity, kv_heads, title), key="groups")
+    head_labels = [f"H{h}" for h in range(len(similarity))]
+    ui.chart(similarity_heatmap(similarity, kv_heads, title), key="groups",
+             numbers=export.LabelledArray(similarity, {"head": head_labels, "other head": head_labels},
+                                          "pattern similarity", {"layer": layer, "kv_heads": kv_heads}))
     if kv_heads < shape.heads:
         groups = group_similarity(similarity, kv_heads)
         st.caption("Mean similarity between heads of the same group: "
@@ -77,7 +81,10 @@ if spec.variant == "mla":
         st.markdown(f"Each token caches a **{spec.latent_rank}-wide latent**" +
                     (f" plus a **{rope}-wide RoPE key** shared by all heads" if rope else "") +
                     f", instead of {original_values} key and value numbers.")
-        ui.chart(energy_bars(conversion.energy_kept, conversion.latent_ranks), key="energy")
+        ui.chart(energy_bars(conversion.energy_kept, conversion.latent_ranks), key="energy",
+                 numbers=export.series("layer", [f"L{i}" for i in range(len(conversion.energy_kept))],
+                                       {"energy kept": conversion.energy_kept,
+                                        "latent rank": conversion.latent_ranks}))
         if spec.form == "decoupled":
             gap = ui.absorb_gap(MODEL, spec, state.text)
             st.metric("Absorbed vs naive path, max |logit difference| (float64)", f"{gap:.1e}")
@@ -86,9 +93,40 @@ st.subheader("The frontier: quality against cache size")
 report = lab.committed_report(MODEL)
 points = lab.frontier_points(report) if report else []
 current = {"label": spec.label(), "values": values, "perplexity": quality.perplexity}
-ui.chart(frontier_figure(points, ref.perplexity, current), key="frontier")
+ui.chart(frontier_figure(points, ref.perplexity, current), key="frontier",
+         numbers=export.Table(points, {"current": current, "reference_perplexity": ref.perplexity}))
 st.caption("Each marker is a variant converted and measured by `python -m explorer variants` on the same 512 "
            "held-out tokens (committed results); the star is your choice, measured now.")
-if points:
-    ui.downloads("variant-frontier", {"csv": export.table_csv(points), "json": export.table_json(points)})
+
+st.subheader("Uptrain this variant")
+with ui.beside("uptrain"):
+    training = ui.uptrain_controls()
+    pair = ui.uptrained_pair(MODEL, spec, training)
+if pair is not None:
+    trained, control = pair
+    after = ui.uptrained_quality(MODEL, spec, training)
+    control_after = ui.uptrained_quality(MODEL, uptrain.CONTROL, training)
+    rows = uptrain.quality_rows(ref.perplexity, quality, after, control_after)
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    ui.downloads("uptraining", {"csv": export.table_csv(rows), "json": export.table_json(rows)})
+    st.markdown(uptrain.reading(spec, training, quality, after, control_after))
+    curves = {spec.label(): trained.record.losses, "control": control.record.losses}
+    tokens_per_step = training.sequence_tokens * training.batch_sequences
+    ui.chart(loss_curves(curves, tokens_per_step), key="uptrain-loss",
+             numbers=export.series("tokens", [(i + 1) * tokens_per_step for i in range(training.steps)], curves))
+    st.caption(f"Trained {trained.record.trained_parameters:,} weights for {trained.record.seconds:.0f} s on "
+               f"{trained.record.device} ({trained.record.precision})"
+               + ("; loaded from the user cache." if trained.from_cache else "."))
+    uptrained_run = ui.uptrained_run(MODEL, spec, training, state.text)
+    before_column, after_column = st.columns(2)
+    with before_column:
+        ui.chart(head_heatmap(converted_run.attentions[layer, head], run.tokens,
+                              f"Converted, no training: layer {layer}, head {head}"), key="uptrain-before",
+                 numbers=export.heads(converted_run.attentions[layer, head], run.tokens, variant=spec.label(),
+                                      layer=layer, head=head))
+    with after_column:
+        ui.chart(head_heatmap(uptrained_run.attentions[layer, head], run.tokens,
+                              f"After {training.tokens:,} tokens of uptraining"), key="uptrain-after",
+                 numbers=export.heads(uptrained_run.attentions[layer, head], run.tokens, variant=spec.label(),
+                                      uptrain_tokens=training.tokens, layer=layer, head=head))
 ui.share_link()

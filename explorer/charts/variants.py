@@ -114,3 +114,24 @@ def energy_bars(energy_kept: Sequence[float], latent_ranks: Sequence[int], heigh
     figure.update_layout(title="Energy the latent keeps, per layer", height=height, margin=dict(l=10, r=10, t=50, b=10),
                          yaxis=dict(title="share of K/V energy", range=[0, 1], tickformat=".0%"))
     return figure
+
+
+def loss_curves(curves: dict[str, Sequence[float]], tokens_per_step: int, height: int = 340) -> go.Figure:
+    """Training loss against tokens seen, one line per run ({"mqa kv=1 mean": [losses], "control": [...]})."""
+    if tokens_per_step <= 0:
+        raise ValueError("Each training step must see at least one token.")
+    figure = go.Figure()
+    for name, losses in curves.items():
+        tokens = [(step + 1) * tokens_per_step for step in range(len(losses))]
+        colour = "#111827" if name == "control" else "#dc2626"
+        figure.add_trace(go.Scatter(
+            x=tokens, y=list(losses), mode="lines+markers" if len(losses) < 40 else "lines", name=name,
+            line=dict(color=colour, width=2, dash="dot" if name == "control" else "solid"),
+            hovertemplate=f"{name}<br>%{{x:,}} tokens<br>loss %{{y:.3f}}<extra></extra>",
+        ))
+    figure.update_layout(
+        title="Training loss while uptraining", height=height, margin=dict(l=10, r=10, t=50, b=10),
+        legend=dict(orientation="h", y=-0.25),
+        xaxis=dict(title="training tokens seen"), yaxis=dict(title="next-token loss (nats)"),
+    )
+    return figure
