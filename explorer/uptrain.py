@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from explorer.loading import LoadedModel, cache_dir
 from explorer.prose import prose
 from explorer.variants import Calibration, VariantSpec, convert
-from explorer.variants.convert import _fresh_copy
+from explorer.variants.convert import fresh_copy
 
 Scope = Literal["attention", "all"]
 CONTROL = VariantSpec("original")  # the control: the unconverted model, trained the same way
@@ -202,7 +202,7 @@ def estimate_seconds(loaded: LoadedModel, settings: UptrainSettings, runs: int =
 def _starting_point(loaded: LoadedModel, spec: VariantSpec, calibration: Calibration | None) -> torch.nn.Module:
     """A private copy to train: the converted model, or for the control an unchanged copy."""
     if spec.variant == "original":
-        return _fresh_copy(loaded.model)
+        return fresh_copy(loaded.model)
     return convert(loaded, spec, calibration).loaded.model
 
 

@@ -65,7 +65,7 @@ def convert(loaded: LoadedModel, spec: VariantSpec, calibration: Calibration | N
         calibration_seconds = calibration.seconds
 
     started = time.perf_counter()
-    model = _fresh_copy(loaded.model)
+    model = fresh_copy(loaded.model)
     hidden = loaded.config.hidden_size
     energy_kept = []
     for i, (parent, name) in enumerate(family.attention_slots(model)):
@@ -340,7 +340,7 @@ def _identity(size: int) -> torch.Tensor:
     return torch.eye(size, dtype=torch.float64)
 
 
-def _fresh_copy(model: torch.nn.Module) -> torch.nn.Module:
+def fresh_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A deep copy without the output-recording hooks transformers installed on the original.
 
     transformers installs its `outputs.attentions` hooks once per model, lazily; a copy made after that would
