@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     uptrain.add_argument("--svd", default="data", choices=["data", "plain"], help="mla: how the latent is found")
     uptrain.add_argument("--tokens", type=int, default=8192, help="training tokens (budget)")
     uptrain.add_argument("--scope", default="attention", choices=["attention", "all"], help="what learns")
+    uptrain.add_argument("--batch", type=int, default=1, help="sequences of 256 tokens per optimiser step")
     uptrain.add_argument("--learning-rate", type=float, help="peak learning rate of AdamW")
     uptrain.add_argument("--eval-tokens", type=int, default=512, help="held-out tokens scored (in chunks of 256)")
     uptrain.add_argument("--no-control", action="store_true", help="skip the control run on the unconverted model")
@@ -174,7 +175,7 @@ def _uptrain(args) -> int:
         args.variant, kv_heads=args.kv_heads, merge=args.merge, form=args.form, latent_rank=args.latent_rank,
         rope_dims=args.rope_dims, svd=args.svd, attn_path="absorb" if args.form == "decoupled" else "naive",
     )
-    settings = UptrainSettings(tokens=args.tokens, scope=args.scope)
+    settings = UptrainSettings(tokens=args.tokens, scope=args.scope, batch_sequences=args.batch)
     if args.learning_rate is not None:
         settings = dataclasses.replace(settings, learning_rate=args.learning_rate)
 
