@@ -1,10 +1,11 @@
 """The variant lab's choices and verdicts: URL settings -> a checked VariantSpec, committed frontier points,
-and plain-words readings of the measured quality.
+and plain-words readings of the measured quality, for decoders (perplexity) and encoders (embedding cosine).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.variants import AttentionShape, VariantSpec
@@ -12,15 +13,58 @@ from explorer.variants.spec import cache_values_per_token, check_mla, target_kv_
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 COLLAPSE_FACTOR = 10.0  # perplexity this many times the original's: the model no longer writes English
+CLOSE_COSINE = 0.99  # an encoder variant whose embeddings keep this cosine with the original's is as good as it
+DRIFT_COSINE = 0.9  # below this mean cosine the embeddings have moved enough to reorder search results
+MERGES = ("mean", "first", "aligned")
+FORMS = ("naive", "decoupled")
+
+
+@dataclass(frozen=True)
+class LabChoices:
+    """The MLA forms and KV-head merges the lab offers for one model family, and why when some are missing."""
+
+    forms: tuple[str, ...] = FORMS  # MLA forms: naive, and decoupled RoPE where the family has RoPE to split
+    merges: tuple[str, ...] = MERGES  # how a group's KV heads become one
+    why: str = ""  # a sentence saying why the others are not offered ("" when everything is)
+
+
+ALL_CHOICES = LabChoices()
+
+
+def choices_for(family_name: str, label: str) -> LabChoices:
+    """What the lab offers for a family (`explorer.variants.families.Family.name`): everything for Llama; the
+    naive form and mean or first merges for the others, whose keys cannot be split or rotated around RoPE."""
+    if family_name == "Llama":
+        return ALL_CHOICES
+    if family_name == "Gemma-3":
+        reason = "normalises each key head before RoPE, so a key can neither be split into a RoPE part nor rotated"
+    else:
+        reason = "uses learned absolute positions, so there is no RoPE to decouple or to align keys under"
+    return LabChoices(("naive",), ("mean", "first"),
+                      f"{label} {reason}: the lab offers the naive MLA form and mean or first merges.")
+
+
+def offered(variant: str, form: str, merge: str, choices: LabChoices) -> tuple[str, str, list[str]]:
+    """(form, merge) brought within what the family offers, with a notice for each setting that was replaced."""
+    notices = []
+    if form not in choices.forms:
+        if variant == "mla":
+            notices.append(f"{choices.why} Showing the naive form.")
+        form = "naive"
+    if merge not in choices.merges:
+        if variant in ("gqa", "mqa"):
+            notices.append(f"{choices.why} Showing mean-pooling.")
+        merge = "mean"
+    return form, merge, notices
 
 
 def spec_from_view(
     variant: str, kv_heads: int | None, latent_rank: int | None, rope_dims: int | None, merge: str, form: str,
-    svd: str, shape: AttentionShape,
+    svd: str, shape: AttentionShape, choices: LabChoices = ALL_CHOICES,
 ) -> tuple[VariantSpec, list[str]]:
-    """A VariantSpec for the lab's settings, checked against the model; impossible settings fall back, with a
-    notice that says what to choose instead."""
-    notices: list[str] = []
+    """A VariantSpec for the lab's settings, checked against the model and what its family offers; impossible
+    settings fall back, with a notice that says what to choose instead."""
+    form, merge, notices = offered(variant, form, merge, choices)
     if variant == "gqa":
         try:
             target_kv_heads(VariantSpec("gqa", kv_heads=kv_heads), shape)
@@ -56,19 +100,26 @@ def committed_report(model_key: str, device: str = "cpu") -> dict | None:
 
 
 def frontier_points(report: dict) -> list[dict]:
-    """{"label", "values", "perplexity"} per measured variant of a report, for the frontier chart."""
+    """One point per measured variant of a report, for the frontier chart: {"label", "values", "perplexity"} for
+    a decoder, {"label", "values", "embedding_cosine"} for an encoder (which has no LM head to score)."""
+    score = "embedding_cosine" if report.get("kind") == "encoder" else "perplexity"
     return [
-        {
-            "label": row["label"],
-            "values": row["kv_values_per_token_per_layer"]["measured"],
-            "perplexity": row["perplexity"],
-        }
+        {"label": row["label"], "values": row["kv_values_per_token_per_layer"]["measured"], score: row[score]}
         for row in report["variants"]
     ]
 
 
-def verdict(spec: VariantSpec, perplexity: float, original_perplexity: float) -> str | None:
-    """A plain-words reading of a measured quality, when there is something to say."""
+def holds_up(score: float, original_score: float, kind: str = "decoder") -> bool:
+    """Whether a variant is as good as the original: perplexity within 5%, or embedding cosine of 0.99 or more."""
+    return score >= CLOSE_COSINE if kind == "encoder" else score <= 1.05 * original_score
+
+
+def verdict(spec: VariantSpec, score: float, original_score: float, kind: str = "decoder") -> str | None:
+    """A plain-words reading of a measured quality, when there is something to say. `score` is the perplexity
+    of a decoder (`original_score`: the original's) or the mean embedding cosine of an encoder (original: 1)."""
+    if kind == "encoder":
+        return _encoder_verdict(spec, score)
+    perplexity, original_perplexity = score, original_score
     ratio = perplexity / original_perplexity
     if spec.variant in ("mqa", "gqa") and ratio > COLLAPSE_FACTOR:
         return (
@@ -90,12 +141,77 @@ def verdict(spec: VariantSpec, perplexity: float, original_perplexity: float) ->
     return None
 
 
+def _encoder_verdict(spec: VariantSpec, cosine: float) -> str | None:
+    if cosine >= CLOSE_COSINE:
+        return (f"Sentence embeddings keep a cosine of {cosine:.3f} with the original's, with no training: "
+                "for search and clustering this variant works like the original.")
+    if spec.variant in ("gqa", "mqa") and cosine < DRIFT_COSINE:
+        return (f"Sentence embeddings moved to a cosine of {cosine:.2f} with the original's. Every head was trained "
+                "to read its own keys and values; sharing them gives the queries keys they have never seen. MLA at "
+                "the same cache keeps far more, because its latent is the keys' and values' own main directions.")
+    if cosine < DRIFT_COSINE:
+        return (f"Sentence embeddings moved to a cosine of {cosine:.2f} with the original's: the latent is too narrow "
+                "for this encoder's keys and values; a wider latent keeps more.")
+    return None
+
+
 def cached_values(spec: VariantSpec, shape: AttentionShape) -> float:
     """KV values cached per token, averaged over layers (the formula the measured cache is tested against)."""
     values = cache_values_per_token(spec, shape)
     return sum(values) / len(values)
 
 
+def absorb_note(spec: VariantSpec, rope: bool) -> str:
+    """Whether the MLA up-projection can be absorbed into the query for this form and family, in one sentence."""
+    if spec.form == "decoupled":
+        return ("The decoupled form keeps RoPE on a separate shared key, so the key up-projection folds into the "
+                "query (absorbed path): decoding reads the latent directly.")
+    if rope:
+        return ("In the naive form RoPE comes after the up-projection, so it cannot be absorbed into the query: "
+                "decoding must re-expand every past key. The decoupled form removes that step.")
+    return ("Without RoPE nothing stands between the key up-projection and the query, so it could be absorbed; "
+            "this lab runs the naive path, which gives the same numbers.")
+
+
 def kv_groups(spec: VariantSpec, shape: AttentionShape) -> int:
     """How many groups of query heads share keys and values: the KV heads (MLA: every head has its own)."""
     return shape.heads if spec.variant == "mla" else target_kv_heads(spec, shape)
+
+
+def quality_metrics(quality, ref, kind: str = "decoder") -> list[tuple[str, str, str | None]]:
+    """(label, value, change against the original) of each quality metric the lab shows: perplexity, KL and top-1
+    agreement for a decoder (`Quality` against a `Reference`); for an encoder (`EncoderQuality`), how close its
+    sentence embeddings, their similarity order and its hidden states stay."""
+    if kind == "encoder":
+        return [
+            ("Embedding cosine", f"{quality.embedding_cosine:.4f}", None),
+            ("Similarity rank correlation", f"{quality.similarity_rank_correlation:.4f}", None),
+            ("Hidden-state relative error", f"{quality.hidden_relative_error:.2%}", None),
+        ]
+    return [
+        ("Perplexity", f"{quality.perplexity:,.1f}", f"{quality.perplexity / ref.perplexity - 1:+.1%}"),
+        ("KL from original (nats)", f"{quality.kl:.3f}", None),
+        ("Top-1 agreement", f"{quality.top1_agreement:.1%}", None),
+    ]
+
+
+def score(quality, kind: str = "decoder") -> float:
+    """The number the frontier and the verdict read: perplexity (decoder) or mean embedding cosine (encoder)."""
+    return quality.embedding_cosine if kind == "encoder" else quality.perplexity
+
+
+def original_layout(shape: AttentionShape) -> str:
+    """MHA, GQA or MQA: how the original model shares its keys and values."""
+    if shape.kv_heads == shape.heads:
+        return "MHA"
+    return "MQA" if shape.kv_heads == 1 else "GQA"
+
+
+def measured_sentence(values: float, formula: float, encoder: bool) -> str:
+    """What the weighed K/V tensors say, beside the formula behind the first metric."""
+    agrees = "as the formula says" if round(values, 3) == round(formula, 3) else f"the formula says {formula:.0f}"
+    if encoder:
+        return (f"An encoder keeps no cache: it computes keys and values for all tokens at once and drops them. "
+                f"Weighed in a pass over your text, each layer computes {values:.0f} K/V values per token, {agrees}; "
+                "that is what a cache would hold.")
+    return f"Weighed from the cache tensors of a pass over your text: {values:.0f} values per token and layer, {agrees}."

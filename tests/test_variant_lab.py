@@ -1,10 +1,13 @@
-"""The variant lab headless: a shared link converts the model, measures it and explains a collapse."""
+"""The variant lab headless: a shared link converts the model (SmolLM2 or the MiniLM encoder), measures it and
+explains a collapse."""
+
+import json
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.charts.variants import frontier_figure, similarity_heatmap
-from explorer.lab import spec_from_view, verdict
+from explorer.charts.variants import encoder_frontier_figure, frontier_figure, similarity_heatmap
+from explorer.lab import RESULTS, choices_for, frontier_points, holds_up, spec_from_view, verdict
 from explorer.stats import group_similarity, pattern_similarity
 from explorer.variants import AttentionShape, VariantSpec
 from tests.specs import array, figures
@@ -62,3 +65,56 @@ def test_frontier_highlights_the_current_choice():
     assert [trace.name for trace in figure.data] == ["gqa / mqa", "mla (naive)", "your choice"]
     with pytest.raises(ValueError, match="positive"):
         frontier_figure([{"label": "x", "values": 0, "perplexity": 1.0}], 42.0)
+
+
+MINILM = AttentionShape(num_layers=6, heads=12, kv_heads=12, head_dim=32, model_name="all-MiniLM-L6-v2")
+
+
+def test_minilm_link_shows_encoder_metrics_and_its_frontier():
+    app = open_lab({"model": "minilm", "variant": "mla", "latent_rank": "192"})
+    assert not app.exception
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["KV values / token / layer"] == "192"
+    assert 0.9 < float(metrics["Embedding cosine"]) <= 1.0  # committed report: 0.983 on 8+ documents
+    assert "Similarity rank correlation" in metrics and "Hidden-state relative error" in metrics
+    assert "Perplexity" not in metrics and "Top-1 agreement" not in metrics
+    assert any("An encoder keeps no cache" in c.value and "192" in c.value for c in app.caption)
+    specs = figures(app)
+    assert "mla naive r=192 data: layer 0, head 0" in specs
+    frontier = specs["Quality against K/V size (upper left is better)"]
+    names = [trace.get("name") for trace in frontier["data"]]
+    assert "mla (naive)" in names and names[-1] == "your choice"
+    assert any("pick a decoder such as SmolLM2" in i.value for i in app.info)
+    assert not [b for b in app.button if b.label.startswith("Uptrain")]
+
+
+def test_a_decoupled_link_on_minilm_falls_back_with_a_notice():
+    app = open_lab({"model": "minilm", "variant": "mla", "form": "decoupled", "latent_rank": "192"})
+    assert not app.exception
+    assert any("learned absolute positions" in w.value and "Showing the naive form" in w.value for w in app.warning)
+    assert "mla naive r=192 data: layer 0, head 0" in figures(app)
+    assert "form" not in app.query_params  # the share link now says what is shown: the naive form (the default)
+
+
+def test_families_without_rope_get_the_naive_form_and_mean_or_first_merges():
+    choices = choices_for("BERT", "all-MiniLM-L6-v2")
+    spec, notices = spec_from_view("mqa", None, None, None, "aligned", "naive", "data", MINILM, choices)
+    assert spec.merge == "mean" and "Showing mean-pooling" in notices[0]
+    spec, notices = spec_from_view("mla", None, 192, 32, "mean", "decoupled", "data", MINILM, choices)
+    assert spec.form == "naive" and spec.attn_path == "naive" and "naive form" in notices[0]
+    assert choices_for("Llama", "SmolLM2").forms == ("naive", "decoupled")
+    assert choices_for("Gemma-3", "Gemma-3-270M").merges == ("mean", "first")
+
+
+def test_encoder_reports_give_cosine_points_and_readings():
+    report = json.loads((RESULTS / "variants-minilm-cpu.json").read_text())
+    points = frontier_points(report)
+    assert points[0] == {"label": "original", "values": 768.0, "embedding_cosine": 1.0}
+    figure = encoder_frontier_figure(points, {"label": "mla naive r=96 data", "values": 96, "embedding_cosine": 0.9})
+    assert figure.data[-1].name == "your choice" and figure.layout.yaxis.title.text.startswith("embedding cosine")
+    assert "perplexity" in frontier_points(json.loads((RESULTS / "variants-cpu.json").read_text()))[0]
+    assert "works like the original" in verdict(VariantSpec("mla", latent_rank=384), 0.999, 1.0, "encoder")
+    assert "never seen" in verdict(VariantSpec("mqa"), 0.38, 1.0, "encoder")
+    assert holds_up(0.995, 1.0, "encoder") and not holds_up(0.9, 1.0, "encoder")
+    with pytest.raises(ValueError, match="cosine"):
+        encoder_frontier_figure([{"label": "x", "values": 64, "embedding_cosine": 1.5}])

@@ -1,27 +1,31 @@
-"""Variant lab: convert SmolLM2's attention to MHA, GQA, MQA or MLA and see what changes and what it costs."""
+"""Variant lab: convert a model's attention (SmolLM2, Gemma-3, GPT-2 or all-MiniLM-L6-v2) to MHA, GQA, MQA or MLA
+and see what changes and what it costs."""
 
 import pandas as pd
 import streamlit as st
 
 from explorer import export, lab, ui, uptrain
 from explorer.charts.attention import head_heatmap
-from explorer.charts.variants import energy_bars, frontier_figure, loss_curves, similarity_heatmap
+from explorer.charts.variants import (
+    encoder_frontier_figure, energy_bars, frontier_figure, loss_curves, similarity_heatmap,
+)
 from explorer.stats import group_similarity, pattern_similarity
 from explorer.variants import attention_shape
-
-MODEL = "smollm2"  # conversions support the Llama family; SmolLM2 is the embedded one
 
 ui.text_box()
 state = ui.view_state()
 ui.show_notices()
 st.title("Variant lab: MHA, GQA, MQA and MLA on a real model")
-original = ui.get_model(MODEL)
-if original is None:
+chosen = ui.lab_model()
+if chosen is None:
     st.stop()
-shape = attention_shape(original.config, "SmolLM2")
+MODEL, original, family = chosen
+encoder = original.kind == "encoder"
+shape = attention_shape(original.config, original.entry.label)
 st.caption(f"{original.entry.description} Every number below is measured on the converted model.")
 
-spec, notices = lab.spec_from_view(*ui.variant_controls(shape), shape)
+choices = lab.choices_for(family.name, original.entry.label)
+spec, notices = lab.spec_from_view(*ui.variant_controls(shape, choices), shape, choices)
 ui.show_notices(notices)
 conversion = ui.get_conversion(MODEL, spec)
 if conversion is None:
@@ -30,16 +34,17 @@ quality, ref = ui.variant_quality(MODEL, spec)
 values = lab.cached_values(spec, shape)
 original_values = shape.kv_values_per_layer
 
-cache, ppl, kl, top1, seconds = st.columns(5)
+cache, *quality_columns, seconds = st.columns(5)
 cache.metric("KV values / token / layer", f"{values:.0f}", f"{values / original_values - 1:+.0%} vs original",
              delta_color="inverse")
-ppl.metric("Perplexity", f"{quality.perplexity:,.1f}", f"{quality.perplexity / ref.perplexity - 1:+.1%}",
-           delta_color="inverse")
-kl.metric("KL from original (nats)", f"{quality.kl:.3f}")
-top1.metric("Top-1 agreement", f"{quality.top1_agreement:.1%}")
+for column, (label, value, change) in zip(quality_columns, lab.quality_metrics(quality, ref, original.kind)):
+    column.metric(label, value, change, delta_color="inverse")
 seconds.metric("Conversion", f"{conversion.seconds:.1f} s")
-if (reading := lab.verdict(spec, quality.perplexity, ref.perplexity)) is not None:
-    (st.success if quality.perplexity <= 1.05 * ref.perplexity else st.warning)(reading)
+measured_values, _ = ui.measured_kv(MODEL, spec, state.text)
+st.caption(lab.measured_sentence(measured_values, values, encoder))
+score, original_score = lab.score(quality, original.kind), (1.0 if encoder else ref.perplexity)
+if (reading := lab.verdict(spec, score, original_score, original.kind)) is not None:
+    (st.success if lab.holds_up(score, original_score, original.kind) else st.warning)(reading)
 
 st.subheader("The same head, before and after")
 run = ui.get_run(MODEL, state.text)
@@ -78,9 +83,10 @@ if spec.variant == "mla":
     st.subheader("MLA inside")
     with ui.beside("mla"):
         rope = spec.rope_dims if spec.form == "decoupled" else 0
-        st.markdown(f"Each token caches a **{spec.latent_rank}-wide latent**" +
+        st.markdown(f"Each token {'computes' if encoder else 'caches'} a **{spec.latent_rank}-wide latent**" +
                     (f" plus a **{rope}-wide RoPE key** shared by all heads" if rope else "") +
-                    f", instead of {original_values} key and value numbers.")
+                    f", instead of {original_values} key and value numbers. "
+                    + lab.absorb_note(spec, family.rope(original.model, 0) is not None))
         ui.chart(energy_bars(conversion.energy_kept, conversion.latent_ranks), key="energy",
                  numbers=export.series("layer", [f"L{i}" for i in range(len(conversion.energy_kept))],
                                        {"energy kept": conversion.energy_kept,
@@ -92,13 +98,25 @@ if spec.variant == "mla":
 st.subheader("The frontier: quality against cache size")
 report = lab.committed_report(MODEL)
 points = lab.frontier_points(report) if report else []
-current = {"label": spec.label(), "values": values, "perplexity": quality.perplexity}
-ui.chart(frontier_figure(points, ref.perplexity, current), key="frontier",
-         numbers=export.Table(points, {"current": current, "reference_perplexity": ref.perplexity}))
-st.caption("Each marker is a variant converted and measured by `python -m explorer variants` on the same 512 "
-           "held-out tokens (committed results); the star is your choice, measured now.")
+if encoder:
+    current = {"label": spec.label(), "values": values, "embedding_cosine": quality.embedding_cosine}
+    ui.chart(encoder_frontier_figure(points, current), key="frontier", numbers=export.Table(points, {"current": current}))
+    st.caption("Each marker is a variant converted and measured by `python -m explorer variants` on held-out news "
+               "documents (committed results); the star is your choice, measured now on eight of them.")
+else:
+    current = {"label": spec.label(), "values": values, "perplexity": quality.perplexity}
+    ui.chart(frontier_figure(points, ref.perplexity, current), key="frontier",
+             numbers=export.Table(points, {"current": current, "reference_perplexity": ref.perplexity}))
+    st.caption("Each marker is a variant converted and measured by `python -m explorer variants` on the same 512 "
+               "held-out tokens (committed results); the star is your choice, measured now.")
+if not points:
+    st.caption(f"No committed measurements of {original.entry.label} yet: `python -m explorer variants` makes them.")
 
 st.subheader("Uptrain this variant")
+if encoder:
+    st.info("Uptraining trains next-token prediction; pick a decoder such as SmolLM2.")
+    ui.share_link()
+    st.stop()
 with ui.beside("uptrain"):
     training = ui.uptrain_controls()
     pair = ui.uptrained_pair(MODEL, spec, training)

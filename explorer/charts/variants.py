@@ -75,6 +75,45 @@ def frontier_figure(
     return figure
 
 
+def encoder_frontier_figure(points: Sequence[dict], current: dict | None = None, height: int = 460) -> go.Figure:
+    """Embedding cosine with the original (higher is better) against K/V values per token and layer, one marker
+    per measured encoder variant. Each point is {"label", "values", "embedding_cosine"}; `current` (same keys)
+    is drawn as a star on top. An encoder keeps no cache: the values are what a cache would hold."""
+    everything = [*points, *([current] if current else [])]
+    for point in everything:
+        if point["values"] <= 0 or not -1 <= point["embedding_cosine"] <= 1:
+            raise ValueError(f"The point '{point['label']}' needs positive values and a cosine from -1 to 1.")
+    figure = go.Figure()
+    hover = "<br>%{x} values/token/layer<br>embedding cosine %{y:.4f}<extra></extra>"
+    for name, colour in FAMILY_COLOURS.items():
+        members = [p for p in points if family(p["label"]) == name]
+        if members:
+            figure.add_trace(go.Scatter(
+                x=[p["values"] for p in members], y=[p["embedding_cosine"] for p in members], mode="markers",
+                name=name, marker=dict(color=colour, size=10, opacity=0.8), customdata=[p["label"] for p in members],
+                hovertemplate="%{customdata}" + hover,
+            ))
+    if current:
+        figure.add_trace(go.Scatter(
+            x=[current["values"]], y=[current["embedding_cosine"]], mode="markers+text", name="your choice",
+            text=[current["label"]], textposition="bottom center",
+            marker=dict(symbol="star", size=20, color="#f59e0b", line=dict(color="#111827", width=1)),
+            hovertemplate=current["label"] + hover,
+        ))
+    figure.add_hline(y=1.0, line=dict(color="#111827", dash="dot"), annotation_text="original 1.0",
+                     annotation_position="top left")
+    figure.add_hline(y=0.99, line=dict(color="#16a34a", dash="dash", width=1), annotation_text="0.99",
+                     annotation_position="bottom left")
+    lowest = min([0.0, *(p["embedding_cosine"] for p in everything)])
+    figure.update_layout(
+        title="Quality against K/V size (upper left is better)", height=height,
+        margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2),
+        xaxis=dict(title="K/V values per token per layer (what a cache would hold)", type="log"),
+        yaxis=dict(title="embedding cosine with the original", range=[lowest - 0.02, 1.05]),
+    )
+    return figure
+
+
 def similarity_heatmap(similarity: np.ndarray, kv_heads: int, title: str, height: int = 380) -> go.Figure:
     """(H, H) similarity of heads' patterns, with a box around each group of heads sharing a KV head."""
     num_heads = similarity.shape[0]
