@@ -189,3 +189,23 @@ def test_the_lab_uptrains_beside_the_control(monkeypatch, tmp_path):
     assert table["perplexity"][2] < table["perplexity"][1]  # 2,048 tokens already help the collapsed MQA
     assert any("of uptraining" in m.value and "control" in m.value for m in at.markdown)
     assert len(list((tmp_path / "uptrained").glob("smollm2-*/weights.safetensors"))) == 2
+
+
+def test_a_link_restores_the_uptraining_choices_and_corrects_a_budget_not_offered():
+    at = AppTest.from_file("../app.py", default_timeout=600)
+    at.query_params.update({"variant": "mqa", "uptrain_tokens": "32768", "uptrain_scope": "all"})
+    at.run()
+    at.switch_page("views/variant_lab.py").run()
+    assert not at.exception
+    assert at.select_slider(key="uptrain-tokens").value == 32768
+    assert at.radio(key="uptrain-scope").value == "all"
+    assert at.query_params["uptrain_tokens"] == "32768" and at.query_params["uptrain_scope"] == "all"
+
+    odd = AppTest.from_file("../app.py", default_timeout=600)
+    odd.query_params.update({"variant": "mqa", "uptrain_tokens": "5000"})
+    odd.run()
+    odd.switch_page("views/variant_lab.py").run()
+    assert not odd.exception
+    assert any("5,000 training tokens" in i.value for i in odd.info)
+    assert odd.select_slider(key="uptrain-tokens").value == 8192
+    assert "uptrain_tokens" not in odd.query_params
