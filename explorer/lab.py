@@ -161,14 +161,15 @@ def cached_values(spec: VariantSpec, shape: AttentionShape) -> float:
     return sum(values) / len(values)
 
 
-def absorb_note(spec: VariantSpec, rope: bool) -> str:
-    """Whether the MLA up-projection can be absorbed into the query for this form and family, in one sentence."""
+def absorb_note(spec: VariantSpec, rope: bool, choices: LabChoices = ALL_CHOICES) -> str:
+    """Whether the MLA up-projection can be absorbed into the query for this form and family, in a sentence."""
     if spec.form == "decoupled":
         return ("The decoupled form keeps RoPE on a separate shared key, so the key up-projection folds into the "
                 "query (absorbed path): decoding reads the latent directly.")
     if rope:
         return ("In the naive form RoPE comes after the up-projection, so it cannot be absorbed into the query: "
-                "decoding must re-expand every past key. The decoupled form removes that step.")
+                "decoding must re-expand every past key."
+                + (" The decoupled form removes that step." if "decoupled" in choices.forms else ""))
     return ("Without RoPE nothing stands between the key up-projection and the query, so it could be absorbed; "
             "this lab runs the naive path, which gives the same numbers.")
 

@@ -6,6 +6,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from explorer.catalogue import CATALOGUE
 from explorer.charts.variants import encoder_frontier_figure, frontier_figure, similarity_heatmap
 from explorer.lab import RESULTS, choices_for, frontier_points, holds_up, spec_from_view, verdict
 from explorer.stats import group_similarity, pattern_similarity
@@ -63,6 +64,7 @@ def test_frontier_highlights_the_current_choice():
               {"label": "mla naive r=256 data", "values": 256, "perplexity": 44.0}]
     figure = frontier_figure(points, 42.0, {"label": "mla naive r=192 data", "values": 192, "perplexity": 51.0})
     assert [trace.name for trace in figure.data] == ["gqa / mqa", "mla (naive)", "your choice"]
+    assert [round(a.y, 3) for a in figure.layout.annotations] == [1.623, 1.644]  # log10 on the log axis, not 42.0
     with pytest.raises(ValueError, match="positive"):
         frontier_figure([{"label": "x", "values": 0, "perplexity": 1.0}], 42.0)
 
@@ -118,3 +120,12 @@ def test_encoder_reports_give_cosine_points_and_readings():
     assert holds_up(0.995, 1.0, "encoder") and not holds_up(0.9, 1.0, "encoder")
     with pytest.raises(ValueError, match="cosine"):
         encoder_frontier_figure([{"label": "x", "values": 64, "embedding_cosine": 1.5}])
+
+
+@pytest.mark.skipif(not CATALOGUE["gemma3"].is_installed(), reason="Gemma-3-270M is an optional package")
+def test_gemma3_offers_mean_or_first_merges_and_keeps_uptraining():
+    app = open_lab({"model": "gemma3", "variant": "mqa", "merge": "aligned"})
+    assert not app.exception
+    assert any("normalises each key head" in w.value and "Showing mean-pooling" in w.value for w in app.warning)
+    assert {m.label: m.value for m in app.metric}["KV values / token / layer"] == "512"  # MQA already: unchanged
+    assert any(c.value.startswith("Runs of 32 steps") for c in app.caption)  # the uptrain estimate, for Gemma-3

@@ -86,7 +86,7 @@ if spec.variant == "mla":
         st.markdown(f"Each token {'computes' if encoder else 'caches'} a **{spec.latent_rank}-wide latent**" +
                     (f" plus a **{rope}-wide RoPE key** shared by all heads" if rope else "") +
                     f", instead of {original_values} key and value numbers. "
-                    + lab.absorb_note(spec, family.rope(original.model, 0) is not None))
+                    + lab.absorb_note(spec, family.rope(original.model, 0) is not None, choices))
         ui.chart(energy_bars(conversion.energy_kept, conversion.latent_ranks), key="energy",
                  numbers=export.series("layer", [f"L{i}" for i in range(len(conversion.energy_kept))],
                                        {"energy kept": conversion.energy_kept,
