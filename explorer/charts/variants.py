@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -62,10 +63,13 @@ def frontier_figure(
                 hovertemplate=f"{current['label']}<br>%{{x}} values/token/layer<br>perplexity %{{y:,.1f}}<extra></extra>",
             )
         )
-    figure.add_hline(y=original_perplexity, line=dict(color="#111827", dash="dot"),
-                     annotation_text=f"original {original_perplexity:.1f}", annotation_position="bottom left")
-    figure.add_hline(y=original_perplexity * 1.05, line=dict(color="#16a34a", dash="dash", width=1),
-                     annotation_text="+5%", annotation_position="top left")
+    # Lines with their labels as separate annotations: on a log axis an annotation's y is log10 of the value,
+    # which add_hline's own annotation_text does not apply (it put "original 42.6" at 10^42).
+    for y, colour, dash, text, anchor in ((original_perplexity, "#111827", "dot", f"original {original_perplexity:.1f}",
+                                           "top"), (original_perplexity * 1.05, "#16a34a", "dash", "+5%", "bottom")):
+        figure.add_hline(y=y, line=dict(color=colour, dash=dash, width=1 if dash == "dash" else 2))
+        figure.add_annotation(x=0, xref="paper", xanchor="left", y=math.log10(y), yref="y", yanchor=anchor,
+                              text=text, showarrow=False, font=dict(color=colour))
     figure.update_layout(
         title="Quality against cache size (lower left is better)", height=height,
         margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2),
