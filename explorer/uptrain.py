@@ -24,6 +24,7 @@ import torch
 from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
+from explorer import guard
 from explorer.loading import LoadedModel, cache_dir
 from explorer.prose import prose
 from explorer.variants import Calibration, VariantSpec, convert
@@ -178,6 +179,7 @@ def uptrain(
             record = Record(**json.loads((folder / "record.json").read_text()))
             _load_trained(model, folder / "weights.safetensors")
             return Uptrained(dataclasses.replace(loaded, model=model), record, True, folder)
+        check_memory(loaded, model, settings)
         record = _train(model, loaded, spec, settings, progress)
         _save(model, record, settings, folder)
     return Uptrained(dataclasses.replace(loaded, model=model), record, False, folder)
@@ -197,6 +199,35 @@ def estimate_seconds(loaded: LoadedModel, settings: UptrainSettings, runs: int =
         _synchronize(loaded.device)
         forward = time.perf_counter() - started
     return runs * settings.steps * TRAINING_SECONDS_PER_FORWARD * forward
+
+
+def training_bytes(model: torch.nn.Module, config, settings: UptrainSettings) -> int:
+    """Peak bytes of training `model`: fp32 weights, gradients and AdamW's two moments for the trained weights,
+    and every layer's activations kept for the backward pass (attention probabilities grow with T²)."""
+    dims = guard.model_dims(config)
+    B, T = settings.batch_sequences, settings.sequence_tokens  # sequences per step, tokens per sequence
+    weights = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in trainable_parameters(model, settings.scope).values())
+    per_layer = (
+        3 * B * dims.heads * T * T  # scores, probabilities, their gradient
+        + B * T * (dims.heads + 2 * dims.kv_heads) * dims.head_dim  # q, k, v
+        + 6 * B * T * dims.hidden_size  # residual stream, norms, attention and MLP outputs
+        + 4 * B * T * dims.intermediate_size  # MLP hidden states
+    )
+    logits = 3 * B * T * dims.vocab_size  # logits, their softmax and its gradient
+    return 4 * (weights + 3 * trained + dims.num_layers * per_layer + logits)
+
+
+def check_memory(loaded: LoadedModel, model: torch.nn.Module, settings: UptrainSettings) -> None:
+    """Refuse, with what to do, a run that would need more memory than this server can spare."""
+    needed, limit = training_bytes(model, loaded.config, settings), guard.memory_limit()
+    if needed > limit:
+        advice = "train the attention weights only" if settings.scope == "all" else "use fewer sequences per step"
+        raise guard.MemoryLimitError(
+            f"Uptraining {loaded.entry.label} ({settings.scope} weights) needs about {guard.readable_bytes(needed)}, "
+            f"more than the {guard.readable_bytes(limit)} this server can spare now; {advice}, or run it on a "
+            "machine with more memory."
+        )
 
 
 def _starting_point(loaded: LoadedModel, spec: VariantSpec, calibration: Calibration | None) -> torch.nn.Module:

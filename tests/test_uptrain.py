@@ -209,3 +209,16 @@ def test_a_link_restores_the_uptraining_choices_and_corrects_a_budget_not_offere
     assert any("5,000 training tokens" in i.value for i in odd.info)
     assert odd.select_slider(key="uptrain-tokens").value == 8192
     assert "uptrain_tokens" not in odd.query_params
+
+
+def test_a_run_that_would_not_fit_in_memory_is_refused_with_what_to_do(tiny, tmp_path, monkeypatch):
+    model = tiny.model
+    attention_only = uptraining.training_bytes(model, tiny.config, UptrainSettings(scope="attention"))
+    whole = uptraining.training_bytes(model, tiny.config, UptrainSettings(scope="all"))
+    longer = uptraining.training_bytes(model, tiny.config, UptrainSettings(scope="all", sequence_tokens=512))
+    assert attention_only < whole < longer
+    small = UptrainSettings(tokens=64, sequence_tokens=64, scope="all")
+    monkeypatch.setenv("ATTENTION_EXPLORER_MEMORY_LIMIT", str(uptraining.training_bytes(model, tiny.config, small) // 2))
+    with pytest.raises(ValueError, match="train the attention weights only"):
+        uptrain(tiny, VariantSpec("mqa"), small, root=tmp_path)
+    assert not list(tmp_path.glob("*/weights.safetensors"))
