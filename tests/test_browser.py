@@ -195,13 +195,16 @@ def test_a_deep_link_is_the_first_request_of_a_fresh_server(browser):
 
 
 def test_the_variant_lab_converts_and_measures_in_a_browser(server, browser):
-    page = open_page(browser, f"{server}/variant_lab?variant=mla&latent_rank=192", height=2600, timeout_ms=600_000)
+    page = open_page(browser, f"{server}/variant_lab?variant=mla&latent_rank=192", height=5000, timeout_ms=600_000)
     page.wait_for_selector('[data-testid="stMetric"]', timeout=600_000)
     wait_idle(page, 600_000)
     metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
     assert any(m.startswith("KV values / token / layer") and "192" in m for m in metrics)
     assert any(m.startswith("Perplexity") for m in metrics)
+    assert "Llama architecture, 30 layers" in page.locator('[data-testid="stMain"]').inner_text()  # SmolLM2, by default
     page.get_by_text("mla naive r=192 data: layer 0, head 0").first.wait_for(timeout=120_000)
+    page.get_by_text("Uptrain this variant and the control").wait_for(timeout=120_000)
+    assert "Estimated" in page.get_by_text("Runs of 32 steps").inner_text()  # the time estimate comes first
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "variant_lab.png", full_page=True)
     page.close()
