@@ -10,6 +10,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+import torch
 from hypothesis import HealthCheck, assume, given, settings as hypothesis_settings, strategies as st
 from streamlit.testing.v1 import AppTest
 from transformers import LlamaConfig
@@ -198,9 +199,11 @@ def torch_equal(a, b) -> bool:
     return bool((a == b).all())
 
 
-def test_a_variant_of_an_encoder_is_refused_with_a_sentence(minilm):
-    with pytest.raises(ValueError, match="Pick SmolLM2 to compare variants"):
-        convert(minilm, VariantSpec("mqa"))
+def test_a_variant_an_encoder_cannot_have_is_refused_with_a_sentence(minilm):
+    before = {name: tensor.clone() for name, tensor in minilm.model.state_dict().items()}
+    with pytest.raises(ValueError, match="form='naive'"):  # BERT has no RoPE to decouple
+        convert(minilm, VariantSpec("mla", form="decoupled", attn_path="absorb", latent_rank=128))
+    assert all(torch.equal(tensor, before[name]) for name, tensor in minilm.model.state_dict().items())
 
 
 # --- Model ids: unknown, private, malformed -----------------------------------------------------------------------
