@@ -125,7 +125,12 @@ if pair is not None:
     after = ui.uptrained_quality(MODEL, spec, training)
     control_after = ui.uptrained_quality(MODEL, uptrain.CONTROL, training)
     rows = uptrain.quality_rows(ref.perplexity, quality, after, control_after)
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
+        "model": "Model",
+        "perplexity": st.column_config.NumberColumn("Perplexity", format="%.1f"),
+        "kl_nats": st.column_config.NumberColumn("KL from original (nats)", format="%.3f"),
+        "top1_agreement": st.column_config.NumberColumn("Top-1 agreement", format="percent"),
+    })
     ui.downloads("uptraining", {"csv": export.table_csv(rows), "json": export.table_json(rows)})
     st.markdown(uptrain.reading(spec, training, quality, after, control_after))
     curves = {spec.label(): trained.record.losses, "control": control.record.losses}

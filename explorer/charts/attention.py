@@ -54,7 +54,7 @@ def colour_scale(weights: np.ndarray, log_scale: bool) -> dict:
 
 def _margin(title: str) -> dict:
     """Room above the plot for the title (each "<br>" adds a line) and the key axis drawn on top."""
-    return dict(l=10, r=10, t=100 + 20 * title.count("<br>"), b=10)
+    return dict(l=10, r=10, t=125 + 20 * title.count("<br>"), b=10)
 
 
 def _weight_hover(log_scale: bool) -> str:
