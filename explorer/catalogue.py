@@ -99,9 +99,17 @@ def is_local_path(key: str) -> bool:
     if key.startswith(("/", ".", "~", "\\")) or "\\" in key or ":" in key or key.count("/") > 1:
         return True
     try:
-        return Path(key).expanduser().exists()
+        return local_path(key).exists()
     except (OSError, ValueError):  # a name too long or with a NUL byte is no path on this disk
         return False
+
+
+def local_path(key: str) -> Path:
+    """`key` as a path on this disk, "~" expanded where it names a home directory ("~nobody/x" stays as typed)."""
+    try:
+        return Path(key).expanduser()
+    except RuntimeError:  # "~name" of a user this machine does not have
+        return Path(key)
 
 
 def looks_like_hub_id(key: str) -> bool:

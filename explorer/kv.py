@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal, Sequence
 
 import torch
 
-from explorer.catalogue import model_kind
+from explorer.catalogue import local_path, model_kind
 
 if TYPE_CHECKING:  # only for annotations: kv reads configs and never loads a model itself
     from explorer.loading import LoadedModel
@@ -106,7 +106,7 @@ def load_config(source) -> dict:
     for reference in references.values():  # a hub id we ship a reference copy of: no network needed
         if reference["_source"].split(" ")[0].lower() == text.lower():
             return reference
-    path = Path(text).expanduser()
+    path = local_path(text)
     if path.is_dir():
         path = path / "config.json"
     if path.is_file():

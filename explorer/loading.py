@@ -27,6 +27,7 @@ from explorer.catalogue import (
     ModelKind,
     entry_for,
     is_local_path,
+    local_path,
     looks_like_hub_id,
     model_kind,
 )
@@ -63,7 +64,7 @@ class LoadedModel:
 def cache_dir() -> Path:
     """The user cache directory for converted weights; `ATTENTION_EXPLORER_CACHE` overrides it."""
     if os.environ.get("ATTENTION_EXPLORER_CACHE"):
-        return Path(os.environ["ATTENTION_EXPLORER_CACHE"]).expanduser()
+        return local_path(os.environ["ATTENTION_EXPLORER_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "attention-explorer"
 
@@ -267,7 +268,7 @@ def _load_from_hub(model_id: str, dtype: torch.dtype, settings: Settings | None 
     """Load a hub id or local folder; explain refusals, offline machines and missing safetensors in a sentence."""
     settings = settings or read_settings()
     if is_local_path(model_id):
-        folder = Path(model_id).expanduser()
+        folder = local_path(model_id)
         if not settings.allow_local_paths:
             check_allowed(model_id, settings)  # raises: hosted servers load no local paths
         if not folder.exists():

@@ -211,7 +211,7 @@ def test_a_variant_an_encoder_cannot_have_is_refused_with_a_sentence(minilm):
 BAD_MODEL_IDS = [
     "", " ", "someone/private-model", "no-such-model", "<script>alert(1)</script>", "a" * 5000, "x/y/z",
     "https://huggingface.co/gpt2", "../../etc/passwd", "/etc", "/dev/null", "~", ".", "\x00", "model\x00name",
-    "C:\\Windows", "owner/name with spaces", "🍕/🍕",
+    "C:\\Windows", "owner/name with spaces", "🍕/🍕", "~0", "~nosuchuser/model",
 ]
 
 
