@@ -127,9 +127,7 @@ def _kv(args) -> int:
 
 
 def _variants(args) -> int:
-    import json
     import sys
-    from pathlib import Path
 
     from explorer.loading import load_model
     from explorer.variants.report import variant_report
@@ -137,12 +135,7 @@ def _variants(args) -> int:
     report = variant_report(
         load_model(args.model), eval_tokens=args.tokens, progress=lambda line: print(line, file=sys.stderr, flush=True)
     )
-    text = json.dumps(report, indent=2)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
-    if args.json:
-        print(text)
+    if _write_report(report, args):
         return 0
     if report["kind"] == "encoder":  # no LM head: sentence-embedding closeness instead of perplexity
         print(f"{'variant':<48} {'KV/token/layer':>14} {'emb. cos':>9} {'rank corr':>9} {'hidden err':>10} "
@@ -163,9 +156,7 @@ def _variants(args) -> int:
 
 def _uptrain(args) -> int:
     import dataclasses
-    import json
     import sys
-    from pathlib import Path
 
     from explorer.loading import load_model
     from explorer.uptrain import UptrainSettings, uptrain_report
@@ -189,12 +180,7 @@ def _uptrain(args) -> int:
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    text = json.dumps(report, indent=2)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
-    if args.json:
-        print(text)
+    if _write_report(report, args):
         return 0
     print(f"{report['variant']} on {args.model}, {settings.tokens:,} training tokens ({settings.scope}), "
           f"{report['eval_tokens']} held-out tokens; original perplexity {report['original']['perplexity']:.2f}")
@@ -206,6 +192,20 @@ def _uptrain(args) -> int:
     if "after_vs_control" in report:
         print(f"  after / control perplexity: {report['after_vs_control']:.2f}")
     return 0
+
+
+def _write_report(report: dict, args) -> bool:
+    """Write the JSON report to `--output` when asked; print it and say so (True) with `--json`."""
+    import json
+    from pathlib import Path
+
+    text = json.dumps(report, indent=2)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
+    if args.json:
+        print(text)
+    return args.json
 
 
 if __name__ == "__main__":

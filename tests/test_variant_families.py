@@ -21,9 +21,9 @@ from explorer.variants import (
     computed_kv,
     convert,
     family_of,
-    measured_cache,
 )
 from explorer.variants.report import variant_report
+from tests.decoding import assert_cache_and_decoding
 
 VOCAB = 30522  # the MiniLM tokenizer's vocabulary: the tiny models share its tokenizer for calibration prose
 
@@ -177,18 +177,7 @@ def test_decoder_cache_holds_what_the_formula_says_and_decoding_from_it_matches_
     loaded = models[name]
     model = convert(loaded, spec, calibrations[name]).loaded.model
     input_ids = prompt_ids(loaded)  # (1, 16): past the tiny Gemma's window of 6
-    values, sizes = measured_cache(model, input_ids)
-    formula = cache_values_per_token(spec, attention_shape(loaded.config))
-    assert values == formula
-    assert sizes == [4 * n for n in formula]  # float32
-    with torch.inference_mode():
-        full = model(input_ids=input_ids).logits  # (1, T, V)
-        cache, steps = model(input_ids=input_ids[:, :-4], use_cache=True).cache, []
-        for position in range(input_ids.shape[1] - 4, input_ids.shape[1]):
-            step = model(input_ids=input_ids[:, position : position + 1], cache=cache, use_cache=True)
-            cache = step.cache
-            steps.append(step.logits[:, -1])  # (1, V)
-    torch.testing.assert_close(torch.stack(steps, dim=1), full[:, -4:], atol=1e-4, rtol=1e-4)
+    assert_cache_and_decoding(model, loaded.config, spec, input_ids, steps=4, atol=1e-4)
 
 
 ENCODER_KV = [

@@ -5,8 +5,9 @@ import torch
 
 from explorer.quality import compare, evaluation_ids, reference
 from explorer.run import run_attention
-from explorer.variants import VariantSpec, attention_shape, cache_values_per_token, calibrate, convert, measured_cache
+from explorer.variants import VariantSpec, attention_shape, cache_values_per_token, calibrate, convert
 from explorer.variants.report import absorbed_vs_naive, variant_report
+from tests.decoding import assert_cache_and_decoding
 
 PROMPT = "The giant ate the apple because it was hungry. Then the giant"
 
@@ -91,18 +92,7 @@ SPECS = [
 def test_cache_holds_what_the_formula_says_and_decoding_from_it_matches_a_full_pass(smollm2, calibration, spec):
     model = convert(smollm2, spec, calibration).loaded.model
     input_ids = smollm2.tokenizer(PROMPT, return_tensors="pt")["input_ids"]  # (1, T)
-    values, sizes = measured_cache(model, input_ids)
-    formula = cache_values_per_token(spec, attention_shape(smollm2.config))
-    assert values == formula
-    assert sizes == [4 * n for n in formula]  # float32
-    with torch.inference_mode():
-        full = model(input_ids=input_ids).logits  # (1, T, V)
-        cache, steps = model(input_ids=input_ids[:, :-3], use_cache=True).cache, []
-        for position in range(input_ids.shape[1] - 3, input_ids.shape[1]):
-            step = model(input_ids=input_ids[:, position : position + 1], cache=cache, use_cache=True)
-            cache = step.cache
-            steps.append(step.logits[:, -1])  # (1, V)
-    torch.testing.assert_close(torch.stack(steps, dim=1), full[:, -3:], atol=2e-4, rtol=1e-4)
+    assert_cache_and_decoding(model, smollm2.config, spec, input_ids, steps=3, atol=2e-4)
 
 
 def test_conversions_never_touch_the_shared_model(smollm2, calibration):
