@@ -166,9 +166,13 @@ def _uptrain(args) -> int:
         args.variant, kv_heads=args.kv_heads, merge=args.merge, form=args.form, latent_rank=args.latent_rank,
         rope_dims=args.rope_dims, svd=args.svd, attn_path="absorb" if args.form == "decoupled" else "naive",
     )
-    settings = UptrainSettings(tokens=args.tokens, scope=args.scope, batch_sequences=args.batch)
-    if args.learning_rate is not None:
-        settings = dataclasses.replace(settings, learning_rate=args.learning_rate)
+    try:
+        settings = UptrainSettings(tokens=args.tokens, scope=args.scope, batch_sequences=args.batch)
+        if args.learning_rate is not None:
+            settings = dataclasses.replace(settings, learning_rate=args.learning_rate)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
 
     def progress(run: str, step) -> None:
         if step.step == step.steps or step.step % 10 == 0:

@@ -55,9 +55,20 @@ class UptrainSettings:
     max_grad_norm: float = 1.0  # gradient clipping
     seed: int = 0  # order of the training sequences
 
+    def __post_init__(self) -> None:
+        if self.sequence_tokens < 2 or self.batch_sequences < 1:
+            raise ValueError("Train on at least one sequence of at least 2 tokens per step.")
+        if self.tokens < self.sequence_tokens * self.batch_sequences:
+            raise ValueError(
+                f"A budget of {self.tokens:,} tokens is less than one step of {self.batch_sequences} x "
+                f"{self.sequence_tokens} tokens; give at least {self.sequence_tokens * self.batch_sequences:,}."
+            )
+        if not 0 < self.learning_rate < 1 or not 0 <= self.warmup_share < 1 or not 0 <= self.final_share <= 1:
+            raise ValueError("Choose a learning rate between 0 and 1, and warm-up and final shares between 0 and 1.")
+
     @property
     def steps(self) -> int:
-        return max(1, math.ceil(self.tokens / (self.sequence_tokens * self.batch_sequences)))
+        return math.ceil(self.tokens / (self.sequence_tokens * self.batch_sequences))
 
     def learning_rate_at(self, step: int) -> float:
         """The learning rate of optimiser step `step` (0-based)."""

@@ -222,3 +222,18 @@ def test_a_run_that_would_not_fit_in_memory_is_refused_with_what_to_do(tiny, tmp
     with pytest.raises(ValueError, match="train the attention weights only"):
         uptrain(tiny, VariantSpec("mqa"), small, root=tmp_path)
     assert not list(tmp_path.glob("*/weights.safetensors"))
+
+
+@pytest.mark.parametrize("settings, sentence", [
+    (dict(tokens=0), "give at least 256"),
+    (dict(tokens=1024, batch_sequences=0), "at least one sequence"),
+    (dict(learning_rate=-1.0), "learning rate between 0 and 1"),
+])
+def test_impossible_training_settings_are_refused_with_a_sentence(settings, sentence):
+    with pytest.raises(ValueError, match=sentence):
+        UptrainSettings(**settings)
+
+
+def test_the_command_line_refuses_an_empty_budget_without_a_traceback(capsys):
+    assert main(["uptrain", "--tokens", "0"]) == 2
+    assert "give at least 256" in capsys.readouterr().err
