@@ -1,0 +1,49 @@
+"""The only code that talks to streamlit, one job per module; pages call these helpers and stay thin.
+
+- `url`: the view state, read from a link and mirrored back into the address;
+- `models`: cached models and runs, shared read-only by every session;
+- `widgets`: the shared pickers, sliders and toggles, each kept in the URL;
+- `layout`: a chart with its exports beneath it, explanations beside it;
+- `lab`: the variant lab's conversions, quality and controls;
+- `uptraining`: the lab's uptraining section.
+"""
+
+from explorer.ui.lab import (
+    absorb_gap,
+    get_conversion,
+    lab_model,
+    lab_variant_layout,
+    measured_caches,
+    measured_kv,
+    variant_controls,
+    variant_quality,
+    variant_run,
+)
+from explorer.ui.layout import beside, chart, downloads, explain, token_strip
+from explorer.ui.models import (
+    get_cross_run,
+    get_encoder_decoder,
+    get_layer,
+    get_model,
+    get_overview,
+    get_run,
+)
+from explorer.ui.uptraining import uptrain_controls, uptrained_pair, uptrained_quality, uptrained_run
+from explorer.ui.url import keep_widget, set_view, share_link, show_notices, view_state
+from explorer.ui.widgets import (
+    config_picker,
+    context_length,
+    decoder_text,
+    encoder_decoder_picker,
+    gpu_picker,
+    head_picker,
+    layer_and_head,
+    layer_slider,
+    log_scale,
+    model_picker,
+    number_slider,
+    switch,
+    text_box,
+    token_to_follow,
+    zoom_region,
+)
