@@ -55,11 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     uptrain.add_argument("--json", action="store_true")
     uptrain.set_defaults(handler=_uptrain)
 
-    app = commands.add_parser("app", help="start the Streamlit app (further options go to `streamlit run`)")
-    app.add_argument("streamlit_options", nargs=argparse.REMAINDER, help="e.g. --server.port 8502")
+    app = commands.add_parser("app", help="start the Streamlit app; other options go to `streamlit run` "
+                              "(e.g. --server.port=8502)")
     app.set_defaults(handler=_app)
 
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "app":
+        args.streamlit_options = unknown  # every option `streamlit run` takes
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.handler(args)
 
 
@@ -206,21 +210,23 @@ def _uptrain(args) -> int:
 
 def _app(args) -> int:
     """Run the app with `streamlit run`, wherever the package is installed, with the app's own Streamlit settings
-    (.streamlit/config.toml, which Streamlit itself reads only from the current folder) given as options."""
-    import subprocess
-    import sys
+    (.streamlit/config.toml, which Streamlit itself reads only from the current folder) given as options.
+
+    Streamlit runs in this process (as its own `streamlit` command does), so stopping this process stops it."""
     import tomllib
+
+    from streamlit.web import cli
 
     from explorer.paths import APP_FILE, STREAMLIT_CONFIG
 
     settings = tomllib.loads(STREAMLIT_CONFIG.read_text()) if STREAMLIT_CONFIG.is_file() else {}
     options = [f"--{section}.{name}={_toml_option(value)}"
                for section, values in settings.items() for name, value in values.items()]
-    command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), *options, *args.streamlit_options]
     try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:  # Ctrl-C stops the server: not an error
-        return 0
+        cli.main(args=["run", str(APP_FILE), *options, *args.streamlit_options], prog_name="streamlit")
+    except SystemExit as finished:  # click ends every command this way
+        return finished.code if isinstance(finished.code, int) else 0
+    return 0
 
 
 def _toml_option(value) -> str:
