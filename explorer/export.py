@@ -203,9 +203,13 @@ _RENDERING = threading.Lock()  # kaleido's shared browser answers one caller at 
 def _render(figure, **options) -> bytes:
     """A figure through plotly's kaleido, in one headless Chromium started on first use and kept (a figure then
     takes about a second instead of three); sessions take turns, as its replies are not matched to callers."""
+    import warnings
+
     import kaleido
 
-    with _RENDERING:
+    with _RENDERING, warnings.catch_warnings():
+        # plotly passes its HTTP headers with every figure; the shared browser already has kaleido's defaults
+        warnings.filterwarnings("ignore", "The kopts argument is ignored", UserWarning)
         kaleido.start_sync_server(silence_warnings=True)  # does nothing when it is already running
         return figure.to_image(**options)
 
