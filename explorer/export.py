@@ -211,7 +211,23 @@ def _render(figure, **options) -> bytes:
         # plotly passes its HTTP headers with every figure; the shared browser already has kaleido's defaults
         warnings.filterwarnings("ignore", "The kopts argument is ignored", UserWarning)
         kaleido.start_sync_server(silence_warnings=True)  # does nothing when it is already running
-        return figure.to_image(**options)
+        return for_files(figure).to_image(**options)
+
+
+STREAMLIT_PLACEHOLDER = "#000001"  # the first colour of Streamlit's plotly template, which its page replaces
+
+
+def for_files(figure):
+    """The figure, or a copy in plotly's white template when it carries Streamlit's. Importing streamlit makes
+    that template every figure's default (in the app, and in any process that imports it): its colours are
+    placeholders that only Streamlit's page fills in, and its axes make no room for their labels, so a file
+    rendered from it would cut the token labels off. Labels and data stay the same."""
+    import plotly.graph_objects as go
+
+    colorway = figure.layout.template.layout.colorway or ()
+    if STREAMLIT_PLACEHOLDER not in colorway[:1]:
+        return figure
+    return go.Figure(figure).update_layout(template="plotly_white")
 
 
 def figure_png(figure, width: int = 1200, height: int | None = None, scale: float = 2.0) -> bytes:

@@ -10,7 +10,7 @@ import pytest
 
 from explorer import api, export
 from explorer.run import run_attention
-from tests.vector import pdf_pages_and_fonts, svg_texts
+from tests.vector import pdf_pages_and_fonts, row_labels_fit, svg_texts
 
 TEXT = "The giant ate the apple because it was hungry"
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +80,10 @@ def test_a_heatmap_saves_as_svg_with_its_token_labels_and_as_a_one_page_pdf(seen
     from pypdf import PdfReader
 
     figure = api.heatmap(seen, 3, 7)
-    texts = svg_texts(api.save(figure, tmp_path / "head.svg").read_bytes())
+    svg = api.save(figure, tmp_path / "head.svg").read_bytes()
+    texts = svg_texts(svg)
     assert "Layer 3, head 7" in texts and set(seen.tokens) <= set(texts)  # labels stay text, as on screen
+    assert row_labels_fit(svg)
     pdf = api.save(figure, tmp_path / "head.pdf", size="column").read_bytes()
     pages, text, fonts = pdf_pages_and_fonts(pdf)
     assert pages == 1 and fonts, fonts  # the fonts it uses are in the file
@@ -103,3 +105,20 @@ def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     exec(compile(example, "README.md (Python)", "exec"), namespace)  # noqa: S102  (our own README)
     assert namespace["seen"].weights.values.shape[:2] == (30, 9)
     assert svg_texts((tmp_path / "head.svg").read_bytes()) and pdf_pages_and_fonts((tmp_path / "head.pdf").read_bytes())[0] == 1
+
+
+def test_figures_made_where_streamlit_is_imported_still_export_with_room_for_their_labels(seen):
+    import plotly.io as pio
+    import streamlit  # noqa: F401  (importing it makes its template every figure's default)
+
+    before = pio.templates.default
+    pio.templates.default = "streamlit"  # as in the app, whatever ran before
+    try:
+        figure = api.heatmap(seen, 3, 7)
+    finally:
+        pio.templates.default = before
+    assert figure.layout.template.layout.colorway[0] == export.STREAMLIT_PLACEHOLDER  # made as in the app
+    copy = export.for_files(figure)
+    assert copy.layout.template.layout.yaxis.automargin and copy.layout.yaxis.ticktext == figure.layout.yaxis.ticktext
+    plain = go.Figure(figure).update_layout(template="plotly")
+    assert export.for_files(plain) is plain  # a template of one's own is kept

@@ -15,6 +15,15 @@ def svg_texts(data: bytes) -> list[str]:
     return ["".join(element.itertext()) for element in root.iter(f"{SVG}text")]
 
 
+def row_labels_fit(data: bytes) -> bool:
+    """Whether every row label (a y-axis tick, drawn right-aligned to the left of the plot) has room to its left:
+    a label ending at x has its start at about x - 6 px per character, which must not fall off the canvas."""
+    root = ElementTree.fromstring(data)
+    ticks = [text for group in root.iter(f"{SVG}g") if group.get("class") == "ytick" for text in group.iter(f"{SVG}text")]
+    assert ticks, "no row labels in the SVG"
+    return all(float(text.get("x")) >= 5 * len("".join(text.itertext())) for text in ticks)
+
+
 def pdf_pages_and_fonts(data: bytes) -> tuple[int, str, list[str]]:
     """(pages, the first page's text, the fonts of the first page that are embedded in the file)."""
     from pypdf import PdfReader
