@@ -34,6 +34,23 @@ from explorer.charts.attention import head_grid, head_heatmap, mask_heatmap, mas
 from explorer.charts.kv import cache_size_figure
 from explorer.charts.variants import frontier_figure
 from explorer.export import LabelledArray, labelled
+
+# KV-cache numbers: every function the API takes from explorer.kv, in this one import (kv.py is being split).
+from explorer.kv import (
+    GPUS,
+    AttentionLayout,
+    KVCacheSize,
+    attention_layout,
+    context_grid,
+    estimate_parameters,
+    gpu_memory_lines,
+    kv_cache_size,
+    longest_context,
+    variant_cache_curves,
+    variant_layouts,
+    variant_longest_fits,
+    variant_table,
+)
 from explorer.loading import LoadedModel, load_model, pick_device
 from explorer.quality import (
     EncoderQuality,
@@ -48,23 +65,6 @@ from explorer.quality import (
 from explorer.run import MAX_TOKENS, AttentionRun, run_attention
 from explorer.variants import Conversion, VariantSpec, attention_shape, cache_values_per_token
 from explorer.variants import convert as convert_model
-
-# KV-cache numbers: every function the API takes from explorer.kv, imported in this one place.
-from explorer.kv import (  # noqa: I001  (kept together on purpose)
-    GPUS,
-    AttentionLayout,
-    KVCacheSize,
-    attention_layout,
-    context_grid,
-    estimate_parameters,
-    gpu_memory_lines,
-    kv_cache_size,
-    longest_context,
-    variant_layouts,
-    variant_cache_curves,
-    variant_longest_fits,
-    variant_table,
-)
 
 __all__ = [
     "Attention",

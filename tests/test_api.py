@@ -99,7 +99,7 @@ def test_a_heatmap_saves_as_svg_with_its_token_labels_and_as_a_one_page_pdf(seen
 def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     readme = (ROOT / "README.md").read_text()
     section = readme.split("\n## Python\n", 1)[1].split("\n## ", 1)[0]
-    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    example = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     monkeypatch.chdir(tmp_path)  # the example saves its figures in the current folder
     namespace = {}
     exec(compile(example, "README.md (Python)", "exec"), namespace)  # noqa: S102  (our own README)

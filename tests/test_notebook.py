@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
-from nbclient import NotebookClient  # noqa: E402
+from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 PLOTLY = "application/vnd.plotly.v1+json"

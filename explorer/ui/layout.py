@@ -40,9 +40,9 @@ def chart(figure, key: str, numbers: export.LabelledArray | export.Table | None 
         files["png"] = (partial(export.figure_png, figure), "image/png", "A 2x PNG rendered on the server for papers "
                         "and slides (a few seconds). The camera button on the chart saves what you see.")
         for extension in export.VECTOR_MIME:
-            files[extension] = (partial(export.figure_vector, figure, extension), export.VECTOR_MIME[extension],
-                                f"{extension.upper()} at the width of a paper's page (7 in), fonts embedded, the same "
-                                "labels as on screen, rendered on the server (a few seconds).")
+            about = (f"{extension.upper()} at the width of a paper's page (7 in), fonts embedded, the same labels "
+                     "as on screen, rendered on the server (a few seconds).")
+            files[extension] = (partial(export.figure_vector, figure, extension), export.VECTOR_MIME[extension], about)
     if numbers is not None:
         files["csv"] = (numbers.csv, "text/csv", "The numbers behind the chart, with their labels, for a spreadsheet.")
         files["json"] = (numbers.json, "application/json", "The numbers behind the chart, with their labels and "
