@@ -122,3 +122,16 @@ def test_figures_made_where_streamlit_is_imported_still_export_with_room_for_the
     assert copy.layout.template.layout.yaxis.automargin and copy.layout.yaxis.ticktext == figure.layout.yaxis.ticktext
     plain = go.Figure(figure).update_layout(template="plotly")
     assert export.for_files(plain) is plain  # a template of one's own is kept
+
+
+def test_an_encoder_runs_converts_and_is_measured_by_its_embeddings(minilm):
+    seen = api.attention(minilm, "the cat saw the dog")
+    assert seen.tokens[0] == "[CLS]" and seen.mask(5).values.all()  # bidirectional: no mask
+    mqa = api.convert(minilm, "mqa")
+    measured = api.quality(minilm, mqa, texts=4)
+    assert measured.texts == 4 and 0 < measured.embedding_cosine < 1  # moved, not identical, not unrelated
+    assert api.quality(minilm, minilm, texts=4).embedding_cosine == pytest.approx(1.0)
+    report = api.kv_cache(minilm)
+    assert report.size.kv_cache_bytes == 0 and "keeps no KV cache" in report.size.explanation
+    with pytest.raises(ValueError, match="encoder"):
+        api.kv_chart(minilm)
