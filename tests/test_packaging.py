@@ -59,6 +59,8 @@ def test_the_wheel_carries_the_package_and_the_app_around_it(wheel):
            *(path.relative_to(ROOT).as_posix() for folder in ("views", "assets", "bench/results")
              for path in (ROOT / folder).rglob("*") if path.is_file() and "__pycache__" not in path.parts)}
     assert {f"explorer/_app/{name}" for name in app} <= names
+    assert [name for name in names if name.startswith("explorer/_app/") and name.count("/") == 2
+            and name.endswith(".py")] == ["explorer/_app/app.py"]  # the root's only module (a setup.py would join it)
     assert not [name for name in names if name.startswith(("tests/", "views/", "assets/", "bench/"))]  # no top-level clutter
     (entry_points,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
     assert "attention-explorer = explorer.__main__:main" in wheel.read(entry_points).decode()
