@@ -325,19 +325,20 @@ def frontier(points: list[dict], original_perplexity: float, title: str | None =
 # --- Save: figures for papers --------------------------------------------------------------------------------
 
 
-def save(figure: go.Figure, path: str | Path, size: str | float = "page") -> Path:
+def save(figure: go.Figure, path: str | Path, size: str | float = "page", height: int | None = None) -> Path:
     """Write `figure` to `path` as SVG, PDF or PNG (by its extension), rendered by plotly's kaleido (needs
-    Chromium). `size` is the width: "column" (3.5 in), "page" (7 in) or inches; the labels are those on screen,
-    and the PDF embeds its fonts. PNG is written at twice the width in pixels, as the app's PNG export."""
+    Chromium). `size` is the width: "column" (3.5 in), "page" (7 in) or inches; `height` is in CSS pixels
+    (96 an inch; by default the figure's own). The labels are those on screen and the PDF embeds its fonts.
+    PNG is written at twice the width in pixels, as the app's PNG export."""
     path = Path(path)
     extension = path.suffix.lower().lstrip(".")
     if extension in export.VECTOR_MIME:
-        data = export.figure_vector(figure, extension, size)
+        data = export.figure_vector(figure, extension, size, height)
     elif extension == "png":
         inches = export.PAPER_WIDTHS.get(size) if isinstance(size, str) else float(size)
         if inches is None:
             raise ValueError(f"Choose a width of 'column', 'page' or a number of inches, not {size!r}.")
-        data = export.figure_png(figure, round(inches * export.CSS_PIXELS_PER_INCH))
+        data = export.figure_png(figure, round(inches * export.CSS_PIXELS_PER_INCH), height)
     else:
         raise ValueError(f"Save a figure as .svg, .pdf or .png, not {path.name!r}.")
     path.write_bytes(data)

@@ -90,6 +90,8 @@ def test_a_heatmap_saves_as_svg_with_its_token_labels_and_as_a_one_page_pdf(seen
     assert "Layer 3, head 7" in text and "giant" in text
     page = PdfReader(tmp_path / "head.pdf").pages[0]  # one column of a paper wide, the chart's height
     assert (float(page.mediabox.width), float(page.mediabox.height)) == pytest.approx((3.5 * 72, 460 * 0.75), abs=0.5)
+    short = PdfReader(api.save(figure, tmp_path / "short.pdf", size=5, height=240)).pages[0]
+    assert (float(short.mediabox.width), float(short.mediabox.height)) == pytest.approx((5 * 72, 240 * 0.75), abs=0.5)
     with pytest.raises(ValueError, match=r"\.svg, \.pdf or \.png"):
         api.save(figure, tmp_path / "head.jpg")
     with pytest.raises(ValueError, match="'column'"):
