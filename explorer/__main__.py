@@ -1,4 +1,4 @@
-"""Command line: `python -m explorer <command> --help`.
+"""Command line: `attention-explorer <command> --help` (or `python -m explorer <command> --help`).
 
 Each command prints a report for people, or JSON with `--json`.
 """
@@ -6,10 +6,12 @@ Each command prints a report for people, or JSON with `--json`.
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m explorer", description=__doc__)
+    prog = "python -m explorer" if sys.argv[0].endswith("__main__.py") else "attention-explorer"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     attention = commands.add_parser("attention", help="tokens and attention summary of a text")
@@ -53,7 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     uptrain.add_argument("--json", action="store_true")
     uptrain.set_defaults(handler=_uptrain)
 
-    args = parser.parse_args(argv)
+    app = commands.add_parser("app", help="start the Streamlit app; other options go to `streamlit run` "
+                              "(e.g. --server.port=8502)")
+    app.set_defaults(handler=_app)
+
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "app":
+        args.streamlit_options = unknown  # every option `streamlit run` takes
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.handler(args)
 
 
@@ -196,6 +206,32 @@ def _uptrain(args) -> int:
     if "after_vs_control" in report:
         print(f"  after / control perplexity: {report['after_vs_control']:.2f}")
     return 0
+
+
+def _app(args) -> int:
+    """Run the app with `streamlit run`, wherever the package is installed, with the app's own Streamlit settings
+    (.streamlit/config.toml, which Streamlit itself reads only from the current folder) given as options.
+
+    Streamlit runs in this process (as its own `streamlit` command does), so stopping this process stops it."""
+    import tomllib
+
+    from streamlit.web import cli
+
+    from explorer.paths import APP_FILE, STREAMLIT_CONFIG
+
+    settings = tomllib.loads(STREAMLIT_CONFIG.read_text()) if STREAMLIT_CONFIG.is_file() else {}
+    options = [f"--{section}.{name}={_toml_option(value)}"
+               for section, values in settings.items() for name, value in values.items()]
+    try:
+        cli.main(args=["run", str(APP_FILE), *options, *args.streamlit_options], prog_name="streamlit")
+    except SystemExit as finished:  # click ends every command this way
+        return finished.code if isinstance(finished.code, int) else 0
+    return 0
+
+
+def _toml_option(value) -> str:
+    """A settings value as `streamlit run` reads it on its command line (true/false in lower case)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _write_report(report: dict, args) -> bool:

@@ -7,9 +7,10 @@ read and edited without touching code. `explanation(name)` returns one of them.
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
-FOLDER = Path(__file__).resolve().parents[1] / "assets" / "explanations"
+from explorer.paths import ASSETS_DIR
+
+FOLDER = ASSETS_DIR / "explanations"
 
 TOPICS = {
     "qkv": "queries, keys and values: what one row of weights is",

@@ -8,8 +8,9 @@ from __future__ import annotations
 import html
 import json
 import re
+import threading
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -183,15 +184,79 @@ def table_json(rows: Sequence[dict], **about) -> str:
 
 
 def png_export_available() -> bool:
-    """Server-side PNG export needs a Chromium-family browser on this machine (plotly renders through it)."""
+    """Server-side image export (PNG, SVG, PDF) needs a Chromium-family browser on this machine: plotly's kaleido
+    renders through it."""
     import shutil
 
     return any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome", "chrome"))
 
 
+def _check_renderer(what: str) -> None:
+    if not png_export_available():
+        raise RuntimeError(f"{what} export needs Chromium on this machine: install it (apt-get install chromium), "
+                           "or use the camera button on the chart for a PNG of what is on screen.")
+
+
+_RENDERING = threading.Lock()  # kaleido's shared browser answers one caller at a time
+
+
+def _render(figure, **options) -> bytes:
+    """A figure through plotly's kaleido, in one headless Chromium started on first use and kept (a figure then
+    takes about a second instead of three); sessions take turns, as its replies are not matched to callers."""
+    import warnings
+
+    import kaleido
+
+    with _RENDERING, warnings.catch_warnings():
+        # plotly passes its HTTP headers with every figure; the shared browser already has kaleido's defaults
+        warnings.filterwarnings("ignore", "The kopts argument is ignored", UserWarning)
+        kaleido.start_sync_server(silence_warnings=True)  # does nothing when it is already running
+        return for_files(figure).to_image(**options)
+
+
+STREAMLIT_PLACEHOLDER = "#000001"  # the first colour of Streamlit's plotly template, which its page replaces
+
+
+def for_files(figure):
+    """The figure, or a copy in plotly's white template when it carries Streamlit's. Importing streamlit makes
+    that template every figure's default (in the app, and in any process that imports it): its colours are
+    placeholders that only Streamlit's page fills in, and its axes make no room for their labels, so a file
+    rendered from it would cut the token labels off. Labels and data stay the same."""
+    import plotly.graph_objects as go
+
+    colorway = figure.layout.template.layout.colorway or ()
+    if STREAMLIT_PLACEHOLDER not in colorway[:1]:
+        return figure
+    return go.Figure(figure).update_layout(template="plotly_white")
+
+
 def figure_png(figure, width: int = 1200, height: int | None = None, scale: float = 2.0) -> bytes:
     """A figure as PNG bytes, rendered on the server (a few seconds): for papers and slides."""
-    if not png_export_available():
-        raise RuntimeError("PNG export on the server needs Chromium: install it (apt-get install chromium), "
-                           "or use the camera button on the chart.")
-    return figure.to_image(format="png", width=width, height=height or figure.layout.height or 500, scale=scale)
+    _check_renderer("PNG")
+    return _render(figure, format="png", width=width, height=height or figure.layout.height or 500, scale=scale)
+
+
+# Publication widths in inches: one column of a two-column paper, and the full width of its page.
+PAPER_WIDTHS: dict[str, float] = {"column": 3.5, "page": 7.0}
+CSS_PIXELS_PER_INCH = 96  # plotly lays a figure out in CSS pixels; a PDF has 72 points per inch (672 px -> 504 pt)
+VECTOR_MIME = {"svg": "image/svg+xml", "pdf": "application/pdf"}
+
+
+def figure_vector(figure, format: Literal["svg", "pdf"] = "pdf", size: str | float = "page",
+                  height: int | None = None) -> bytes:
+    """A figure as SVG or PDF bytes for a paper, rendered by plotly's kaleido (a few seconds).
+
+    `size` is a width: "column" (3.5 in), "page" (7 in) or a number of inches. The height is the figure's own
+    (in CSS pixels, as on screen) unless given. The figure is drawn as on screen, the same titles, token labels
+    and colour bar: text stays text (searchable and editable in the SVG; the PDF embeds the subset of the font
+    it uses), axes and lines are vectors, and a heatmap's cells are one embedded image, as plotly draws them.
+    """
+    if format not in VECTOR_MIME:
+        raise ValueError(f"Vector export writes svg or pdf, not {format!r}.")
+    inches = PAPER_WIDTHS.get(size) if isinstance(size, str) else float(size)
+    if inches is None or not inches > 0:
+        raise ValueError(f"Choose a width of 'column' (3.5 in), 'page' (7 in) or a positive number of inches, "
+                         f"not {size!r}.")
+    _check_renderer(format.upper())
+    width = round(inches * CSS_PIXELS_PER_INCH)
+    return _render(figure, format=format, width=width, height=height or figure.layout.height or 500)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal, Sequence
 import torch
 
 from explorer.catalogue import local_path, model_kind
+from explorer.paths import ASSETS_DIR
 
 if TYPE_CHECKING:  # only for annotations: kv reads configs and never loads a model itself
     from explorer.loading import LoadedModel
@@ -28,7 +29,7 @@ Variant = Literal["MHA", "GQA", "MQA", "MLA"]
 # Bits per cached value. Quantised caches (fp8, int4) also keep scales; those are not counted here.
 DTYPE_BITS: dict[str, int] = {"fp32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int4": 4}
 
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "assets" / "configs"
+REFERENCE_DIR = ASSETS_DIR / "configs"
 
 
 # ---------------------------------------------------------------------------------------------------------

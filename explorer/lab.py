@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
+from explorer.paths import RESULTS_DIR
 from explorer.variants import AttentionShape, VariantSpec
 from explorer.variants.spec import cache_values_per_token, check_mla, target_kv_heads
 
-RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+RESULTS = RESULTS_DIR
 COLLAPSE_FACTOR = 10.0  # perplexity this many times the original's: the model no longer writes English
 CLOSE_COSINE = 0.99  # an encoder variant whose embeddings keep this cosine with the original's is as good as it
 DRIFT_COSINE = 0.9  # below this mean cosine the embeddings have moved enough to reorder search results

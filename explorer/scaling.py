@@ -28,13 +28,12 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from explorer import kv
 from explorer.attention import attend, causal_mask, repeat_kv
 from explorer.loading import LoadedModel
+from explorer.paths import RESULTS_DIR  # committed results (bench/results, or their installed copy)
 from explorer.variants.convert import convert
 from explorer.variants.mla import rotate
 from explorer.variants.spec import VariantSpec
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
-
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 # The variants timed while decoding, and the conversion of SmolLM2 that gives each its weights. MQA mean-pools
 # K/V heads (GQA paper); MLA is DeepSeek-V2's decoupled form (one shared RoPE key of 32 dims, latent of 256) so

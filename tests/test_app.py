@@ -150,4 +150,4 @@ def test_every_chart_offers_the_numbers_behind_it(page):
     buttons = {button.key for button in app.download_button}
     assert charts and all({f"csv-{key}", f"json-{key}"} <= buttons for key in charts), (charts, buttons)
     if export.png_export_available():  # rendered on the server only when clicked
-        assert all(f"png-{key}" in buttons for key in charts)
+        assert all({f"png-{key}", f"svg-{key}", f"pdf-{key}"} <= buttons for key in charts)

@@ -8,6 +8,7 @@ import pytest
 
 from explorer.export import png_export_available
 from tests.browser import ARTIFACTS, launch, streamlit_server, wait_idle
+from tests.vector import pdf_pages_and_fonts, row_labels_fit, svg_texts
 
 pytestmark = pytest.mark.browser
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
@@ -161,7 +162,7 @@ def download(page, key: str) -> bytes:
     return saved.value.path().read_bytes()
 
 
-def test_exports_save_the_numbers_and_a_server_rendered_png(server, browser):
+def test_exports_save_the_numbers_a_server_rendered_png_and_vector_files_for_papers(server, browser):
     query = urllib.parse.urlencode({"text": "the cat saw the dog", "model": "minilm", "layer": "3", "head": "7"})
     page = open_page(browser, f"{server}/?{query}", height=1600)
     page.get_by_text("Layer 3, head 7").first.wait_for(timeout=120_000)
@@ -175,6 +176,12 @@ def test_exports_save_the_numbers_and_a_server_rendered_png(server, browser):
     if png_export_available():
         png = download(page, "png-head")
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 2400  # 1200 px at 2x
+        svg = download(page, "svg-head")
+        texts = svg_texts(svg)  # for papers: labels stay text, as on screen
+        assert "Layer 3, head 7" in texts and {"[CLS]", "cat", "dog", "[SEP]"} <= set(texts)
+        assert row_labels_fit(svg) and b"#000001" not in svg  # not Streamlit's template: labels are not cut off
+        pages, text, fonts = pdf_pages_and_fonts(download(page, "pdf-head"))
+        assert pages == 1 and fonts and "Layer 3, head 7" in text
     page.close()
 
 

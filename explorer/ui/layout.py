@@ -23,7 +23,8 @@ def token_strip(tokens: list[str]) -> None:
 
 def chart(figure, key: str, numbers: export.LabelledArray | export.Table | None = None) -> None:
     """A plotly chart with its exports beneath it: PNG (the chart's camera button in the browser, and a 2x render
-    on the server where Chromium is installed), and `numbers`, the numbers behind it, as CSV and JSON.
+    on the server where Chromium is installed), SVG and PDF for papers (rendered on the server, at a page's width),
+    and `numbers`, the numbers behind it, as CSV and JSON.
 
     Every file is made only when its button is clicked (a server-side PNG takes a few seconds), never on a rerun.
     """
@@ -38,6 +39,10 @@ def chart(figure, key: str, numbers: export.LabelledArray | export.Table | None 
     if export.png_export_available():
         files["png"] = (partial(export.figure_png, figure), "image/png", "A 2x PNG rendered on the server for papers "
                         "and slides (a few seconds). The camera button on the chart saves what you see.")
+        for extension in export.VECTOR_MIME:
+            about = (f"{extension.upper()} at the width of a paper's page (7 in), fonts embedded, the same labels "
+                     "as on screen, rendered on the server (a few seconds).")
+            files[extension] = (partial(export.figure_vector, figure, extension), export.VECTOR_MIME[extension], about)
     if numbers is not None:
         files["csv"] = (numbers.csv, "text/csv", "The numbers behind the chart, with their labels, for a spreadsheet.")
         files["json"] = (numbers.json, "application/json", "The numbers behind the chart, with their labels and "
