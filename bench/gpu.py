@@ -102,7 +102,7 @@ class Plan:
         big = device.type == "cuda"
         return cls(budgets=dict(prefill=45, decode=75, uptrain=240, app=60),
                    lengths=scaling.length_grid(32768 if big else 4096), prefill_repeats=3,
-                   max_materialised_bytes=(48 if big else 3) * 2**30, contexts=[1024, 8192, 32768], batches=[1, 16],
+                   max_materialised_bytes=(24 if big else 3) * 2**30, contexts=[1024, 8192, 32768], batches=[1, 16],
                    decode_repeats=5 if big else 2, layers=None, uptrain_token_choices=[8 * 2**20, 4 * 2**20, 2 * 2**20],
                    uptrain_batch=32 if big else 1, sequence_tokens=256, calibration_tokens=2048, eval_tokens=8192)
 
@@ -239,13 +239,27 @@ def run_prefill(run: Run) -> Section:
             section.out_of_time(f"lengths from {tokens:,} tokens on were not measured")
             break
         started = time.perf_counter()
-        point = scaling.measure_prefill(run.loaded, tokens, plan.prefill_repeats, plan.max_materialised_bytes)
+        try:
+            point = scaling.measure_prefill(run.loaded, tokens, plan.prefill_repeats, plan.max_materialised_bytes)
+        except torch.OutOfMemoryError:  # the materialised T×T tensors: measure the rest without them
+            _free(run.device)
+            section.notes.append(f"At {tokens:,} tokens materialised attention ran out of memory; skipped there.")
+            point = scaling.measure_prefill(run.loaded, tokens, plan.prefill_repeats, 0)
         run.scaling.prefill.append(point)
         kernels["eager (materialised)"].append(point.attention_materialised_s)
         kernels["SDPA (PyTorch's choice)"].append(point.attention_sdpa_s)
         for name, backend in usable.items():
-            kernels[name].append(kernel_seconds(backend, shape["heads"], shape["kv_heads"], shape["head_dim"],
-                                                tokens, run.device, run.dtype, plan.prefill_repeats))
+            # the math backend keeps float32 scores and probabilities: (1, H, T, T) twice
+            if name == "SDPA math" and 2 * shape["heads"] * tokens**2 * 4 > plan.max_materialised_bytes:
+                kernels[name].append(None)
+                continue
+            try:
+                kernels[name].append(kernel_seconds(backend, shape["heads"], shape["kv_heads"], shape["head_dim"],
+                                                    tokens, run.device, run.dtype, plan.prefill_repeats))
+            except torch.OutOfMemoryError:
+                _free(run.device)
+                kernels[name].append(None)
+                section.notes.append(f"{name} ran out of memory at {tokens:,} tokens.")
         last_seconds = time.perf_counter() - started
     lengths = [point.tokens for point in run.scaling.prefill]
     _fit_scaling_slopes(run.scaling)
@@ -259,7 +273,8 @@ def run_prefill(run: Run) -> Section:
     }
     section.notes.append("Kernel times: causal attention of one layer at SmolLM2's shape (9 heads, head dim 64), "
                          "batch 1; forced backends get K/V repeated to 9 heads; median of "
-                         f"{plan.prefill_repeats} after a warm-up.")
+                         f"{plan.prefill_repeats} after a warm-up; eager and math are skipped (null) where their "
+                         f"T×T tensors would pass {plan.max_materialised_bytes / 2**30:g} GiB.")
     run.write(section)
     _write_scaling(run)
     return section
@@ -450,6 +465,11 @@ def run_uptrain(run: Run) -> list[Section]:
                 report = uptrain.uptrain_report(run.loaded, spec, settings, eval_tokens=plan.eval_tokens,
                                                 control=True, progress=progress, root=root)
                 section.data = {"run": name, **report}
+                epochs = report["variant_record"]["epochs"]
+                if epochs > 2:
+                    section.notes.append(
+                        f"The training text (the first half of the news prose) is short: {tokens:,} tokens pass over "
+                        f"it {epochs:.0f} times, so the held-out perplexities also show how far repeating it carries.")
                 section.data["training_tokens_per_s"] = {
                     which: report[f"{which}_record"]["tokens_seen"] / report[f"{which}_record"]["seconds"]
                     for which in ("variant", "control") if not report[f"{which}_record"]["from_cache"]}
