@@ -46,14 +46,14 @@ def uptrain_rows(folder: Path | str | None = None) -> list[dict]:
         after = report["variant_after"]["perplexity"]
         rows.append({
             "run": path.stem.removeprefix("uptrain-"),
-            "variant": report.get("variant", "?"),
             **run_label(report),
             "training_tokens": report.get("settings", {}).get("tokens"),
-            "eval_tokens": report.get("eval_tokens"),
-            "original": report.get("original", {}).get("perplexity"),
-            "before": report.get("before", {}).get("perplexity"),
             "after": after,
             "control": control,
             "after_vs_control": after / control if control else None,
+            "before": report.get("before", {}).get("perplexity"),
+            "original": report.get("original", {}).get("perplexity"),
+            "eval_tokens": report.get("eval_tokens"),
+            "variant": report.get("variant", "?"),
         })
     return rows

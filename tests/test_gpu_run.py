@@ -62,7 +62,8 @@ def test_every_section_writes_its_figures(dry_run):
     app = read(folder, "app")
     assert set(app["pages"]) == set(gpu.APP_PAGES)
     assert app["pages"]["variant lab"]["metrics"]["KV values / token / layer"] == "1152"  # MHA: 2 x 9 x 64
-    assert any(row["what"].startswith("chart: Layer") for row in app["comparisons"])
+    assert any(row["what"].startswith("chart: Layer 29") for row in app["comparisons"])
+    assert {"metric: Perplexity", "metric: KV values / token / layer"} <= {row["what"] for row in app["comparisons"]}
     assert app["all_within"] is True  # the CPU against itself; on a GPU, bf16 against the CPU's fp32
 
     results = scaling.load_results(folder / "scaling-cpu-quick.json")  # what the Scaling page reads
@@ -98,9 +99,13 @@ def test_the_scaling_page_shows_a_results_folder_beside_the_cpu_run(dry_run, tmp
     app = AppTest.from_file("../views/scaling.py", default_timeout=120)
     app.run()
     assert not app.exception
-    assert [header.value for header in app.subheader] == [cpu.label, quick.label]  # device and dtype
-    captions = " ".join(caption.value for caption in app.caption)
-    assert f"cpu-quick: torch {quick.info.torch}" in captions and quick.info.date[:10] in captions  # and date
+    headers = [header.value for header in app.subheader]  # device and dtype
+    assert len(headers) == 2 and set(headers) == {cpu.label, quick.label} and "fp32" in quick.label
+    captions = " ".join(caption.value for caption in app.caption)  # and the date of each run
+    assert f"cpu-quick: torch {quick.info.torch}, transformers {quick.info.transformers}, {quick.info.date[:10]}" \
+        in captions
+    assert f"cpu: torch {cpu.info.torch}, transformers {cpu.info.transformers}, {cpu.info.date[:10]}" in captions
+    assert len(app.get("plotly_chart")) == 6  # prefill time, memory and decode for each run
 
 
 def test_the_lab_lists_uptraining_runs_of_every_device(dry_run, tmp_path):

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer import export
-from explorer.committed import results_dir, uptrain_rows
+from explorer.committed import DEFAULT_RESULTS, results_dir, uptrain_rows
 
 
 def committed_uptraining(folder: Path | str | None = None) -> None:
@@ -32,7 +32,9 @@ def committed_uptraining(folder: Path | str | None = None) -> None:
             "control": st.column_config.NumberColumn("Control", format="%.1f"),
             "after_vs_control": st.column_config.NumberColumn("÷ control", format="%.2f×"),
         })
-        st.caption(f"Perplexities on held-out prose, read from `{Path(folder or results_dir()).name}/uptrain-*.json` "
+        where = Path(folder or results_dir())
+        shown = "bench/results" if where == DEFAULT_RESULTS else str(where)
+        st.caption(f"Perplexities on held-out prose, read from `{shown}/uptrain-*.json` "
                    "(`python -m explorer uptrain --output ...` on a CPU, `python -m bench.gpu` on a GPU).")
         st.download_button("⬇ CSV", export.table_csv(rows), file_name="uptraining-runs.csv", mime="text/csv",
                            key="dl-uptraining-runs-csv")
