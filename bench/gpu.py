@@ -40,6 +40,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -488,6 +489,10 @@ def run_uptrain(run: Run) -> list[Section]:
             except OutOfTime as stopped:
                 section.out_of_time(str(stopped))
                 section.data = {"run": name, "variant": spec.label()}
+            except Exception as error:  # one failing run must not cost the others their time on the GPU
+                section.complete = False
+                section.data = {"run": name, "variant": spec.label(), "error": f"{type(error).__name__}: {error}"}
+                _free(run.device)
             run.write(section, f"uptrain-{name}")
             sections.append(section)
     finally:
@@ -625,8 +630,10 @@ def run_app(run: Run) -> Section:
 
 def summary_line(section: Section) -> str:
     """One line per section for the console."""
-    data, state = section.data, "" if section.complete else " (out of time: partial)"
+    data, state = section.data, "" if section.complete else " (incomplete)"
     head = f"{section.name:<8} {section.budget.elapsed():6.1f} s{state}: "
+    if "error" in data:
+        return head + f"{data.get('run', 'the section')} failed: {data['error']}"
     if section.name == "prefill":
         slopes = ", ".join(f"{k} {v:.2f}" for k, v in data["kernel_slopes"].items() if v is not None)
         lengths = data["lengths"]
@@ -707,11 +714,18 @@ def main(argv: list[str] | None = None) -> dict[str, list[Section]]:
     done: dict[str, list[Section]] = {}
     runners = {"prefill": lambda: [run_prefill(run)], "decode": lambda: [run_decode(run)],
                "uptrain": lambda: run_uptrain(run), "app": lambda: [run_app(run)]}
-    for name in SECTIONS:
-        if name in args.sections:
+    for name in run.sections:
+        budget = Budget(0.0)
+        try:
             done[name] = runners[name]()
-            for section in done[name]:
-                print(summary_line(section), flush=True)
+        except Exception as error:  # one failing section must not cost the later ones their time on the GPU
+            failed = Section(name, budget, {"error": f"{type(error).__name__}: {error}"}, complete=False)
+            failed.notes.append(traceback.format_exc(limit=-4))
+            run.write(failed, f"{name}-error")
+            done[name] = [failed]
+            _free(run.device)
+        for section in done[name]:
+            print(summary_line(section), flush=True)
     print(f"total {time.perf_counter() - started:.0f} s; files in {output_dir}", flush=True)
     return done
 

@@ -81,7 +81,18 @@ def test_a_section_out_of_time_writes_what_it_did_and_says_so(tmp_path, capsys):
     assert not (tmp_path / "scaling-cpu-quick.json").exists()  # nothing measured: no page file
     for name in gpu.UPTRAIN_RUNS:
         assert read(tmp_path, f"uptrain-{name}")["complete"] is False
-    assert "out of time: partial" in capsys.readouterr().out
+    assert "(incomplete)" in capsys.readouterr().out
+
+
+def test_a_failing_section_is_written_down_and_the_next_one_still_runs(tmp_path, monkeypatch):
+    def broken(run):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(gpu, "run_prefill", broken)
+    sections = gpu.main(["--device", "cpu", "--quick", "--sections", "prefill", "decode", "--output-dir", str(tmp_path)])
+    failed = read(tmp_path, "prefill-error")
+    assert failed["complete"] is False and "illegal memory access" in failed["error"]
+    assert sections["decode"][0].complete and read(tmp_path, "decode")["batches"]
 
 
 def test_a_cpu_run_refuses_to_overwrite_the_committed_results():
