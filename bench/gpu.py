@@ -16,9 +16,10 @@ and each writing its JSON to `bench/results/` the moment it finishes, so a run c
 
 The whole run is planned for 450 s, model loading included: prefill 45 s, decode 75 s, the app 60 s, and uptraining
 whatever those leave (about 4-5 minutes). A section that runs out of its budget stops between points, writes what
-it measured and says so ("complete": false and a note). `--sections` picks sections; `--output-dir` writes elsewhere. `--device cpu --quick` runs the
-same code at tiny sizes (two layers, short contexts, a few hundred training tokens): the test suite does, so the
-command cannot rot while no GPU is at hand; its files are tagged `cpu-quick` and never go to bench/results.
+it measured and says so ("complete": false and a note); one that fails is written down with its error and the
+next one runs. `--sections` picks sections; `--output-dir` writes elsewhere. `--device cpu --quick` runs the same
+code at tiny sizes (two layers, short contexts, a hundred training tokens): the test suite does, so the command
+cannot rot while no GPU is at hand; its files are tagged `cpu-quick` and never go to bench/results.
 
 Budget of the uptraining, estimated before any GPU time was spent: a training step of SmolLM2 (135M parameters)
 costs about 6 x 135M = 0.8 GFLOP per token; an H200 offers ~990 TFLOP/s in dense bf16, of which a model this
@@ -99,14 +100,14 @@ class Plan:
     eval_tokens: int  # held-out tokens scored after uptraining
 
     @classmethod
-    def for_run(cls, quick: bool, device: torch.device) -> "Plan":
+    def for_run(cls, quick: bool, device: torch.device) -> Plan:
         if quick:
-            return cls(total_s=1500, budgets=dict(prefill=60, decode=120, app=300), lengths=[32, 64],
+            return cls(total_s=1500, budgets={"prefill": 60, "decode": 120, "app": 300}, lengths=[32, 64],
                        prefill_repeats=1, max_materialised_bytes=2**30, contexts=[32, 64], batches=[1, 2],
                        decode_repeats=1, layers=2, uptrain_token_choices=[128], uptrain_batch=1, sequence_tokens=64,
                        calibration_tokens=256, eval_tokens=256)
         big = device.type == "cuda"
-        return cls(total_s=450, budgets=dict(prefill=45, decode=75, app=60),  # 30 s under the 8 minutes
+        return cls(total_s=450, budgets={"prefill": 45, "decode": 75, "app": 60},  # 30 s under the 8 minutes
                    lengths=scaling.length_grid(32768 if big else 4096), prefill_repeats=3,
                    max_materialised_bytes=(24 if big else 3) * 2**30, contexts=[1024, 8192, 32768], batches=[1, 16],
                    decode_repeats=5 if big else 2, layers=None, uptrain_token_choices=[8 * 2**20, 4 * 2**20, 2 * 2**20],
@@ -214,8 +215,8 @@ def sdpa_backends(device: torch.device, dtype: torch.dtype) -> dict[str, object]
             with sdpa_kernel(backend), torch.inference_mode():
                 F.scaled_dot_product_attention(q, q, q, is_causal=True)
             offered[name] = backend
-        except RuntimeError as error:
-            offered[name] = str(error).splitlines()[0][:160]
+        except (RuntimeError, NotImplementedError, ValueError) as error:
+            offered[name] = str(error).splitlines()[0][:160] or type(error).__name__
     return offered
 
 
@@ -269,10 +270,10 @@ def run_prefill(run: Run) -> Section:
             try:
                 kernels[name].append(kernel_seconds(backend, shape["heads"], shape["kv_heads"], shape["head_dim"],
                                                     tokens, run.device, run.dtype, plan.prefill_repeats))
-            except torch.OutOfMemoryError:
+            except RuntimeError as error:  # out of memory, or a kernel that refuses this length
                 _free(run.device)
                 kernels[name].append(None)
-                section.notes.append(f"{name} ran out of memory at {tokens:,} tokens.")
+                section.notes.append(f"{name} failed at {tokens:,} tokens: {str(error).splitlines()[0][:160]}")
         last_seconds = time.perf_counter() - started
     lengths = [point.tokens for point in run.scaling.prefill]
     _fit_scaling_slopes(run.scaling)
@@ -402,22 +403,24 @@ def _write_scaling(run: Run) -> Path | None:
     if not results.prefill and not results.decode:
         return None
     kernel = scaling.sdpa_kernel(run.device, run.dtype)
+    memory = ("Memory: peak bytes allocated during the call (torch.cuda.max_memory_allocated)."
+              if run.device.type == "cuda" else "Memory on a CPU: bytes of the tensors each path creates, from their "
+              "shapes.")
     results.notes = [
-        "Memory: peak bytes allocated during the call (torch.cuda.max_memory_allocated)." if run.device.type == "cuda"
-        else "Memory on a CPU: bytes of the tensors each path creates, from their shapes.",
+        memory,
         f"SDPA kernel for causal GQA prefill: {kernel}.",
         f"Decode: the whole model, batch {results.decode_batch}, caches filled with random values up to the context.",
-        f"Written by `python -m bench.gpu`{' --quick (tiny sizes: not a measurement to read)' if run.quick else ''}; "
-        "per-kernel prefill times and batch-1 decode are in prefill-/decode- files beside it.",
+        (f"Written by `python -m bench.gpu`{' --quick (tiny sizes: not a measurement to read)' if run.quick else ''}; "
+         "per-kernel prefill times and batch-1 decode are in prefill-/decode- files beside it."),
     ]
     return scaling.save_results(results, run.path("scaling"))
 
 
 def _shape(loaded: LoadedModel) -> dict[str, int]:
     config = loaded.config
-    return dict(layers=config.num_hidden_layers, heads=config.num_attention_heads,
-                kv_heads=config.num_key_value_heads, head_dim=loaded.model.model.layers[0].self_attn.head_dim,
-                hidden=config.hidden_size)
+    return {"layers": config.num_hidden_layers, "heads": config.num_attention_heads,
+            "kv_heads": config.num_key_value_heads, "head_dim": loaded.model.model.layers[0].self_attn.head_dim,
+            "hidden": config.hidden_size}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -460,8 +463,8 @@ def run_uptrain(run: Run) -> list[Section]:
             spec = dataclasses.replace(spec, calibration_tokens=plan.calibration_tokens)
             section = Section("uptrain", budget)
             section.notes.append(
-                f"{tokens:,} training tokens (batch {plan.uptrain_batch} x {plan.sequence_tokens}), chosen from a predicted "
-                f"{predicted:,.0f} training tokens/s on this device" + (
+                f"{tokens:,} training tokens (batch {plan.uptrain_batch} x {plan.sequence_tokens}), chosen from a "
+                f"predicted {predicted:,.0f} training tokens/s on this device" + (
                     "; below the 2M the papers' budgets start at." if tokens < 2 * 2**20 and not run.quick else "."))
             if not budget.allows():
                 section.out_of_time(f"{name} was not trained")
@@ -489,7 +492,7 @@ def run_uptrain(run: Run) -> list[Section]:
             except OutOfTime as stopped:
                 section.out_of_time(str(stopped))
                 section.data = {"run": name, "variant": spec.label()}
-            except Exception as error:  # one failing run must not cost the others their time on the GPU
+            except Exception as error:  # noqa: BLE001 (one failing run must not cost the others their GPU time)
                 section.complete = False
                 section.data = {"run": name, "variant": spec.label(), "error": f"{type(error).__name__}: {error}"}
                 _free(run.device)
@@ -718,7 +721,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[Section]]:
         budget = Budget(0.0)
         try:
             done[name] = runners[name]()
-        except Exception as error:  # one failing section must not cost the later ones their time on the GPU
+        except Exception as error:  # noqa: BLE001 (one failing section must not cost the later ones their GPU time)
             failed = Section(name, budget, {"error": f"{type(error).__name__}: {error}"}, complete=False)
             failed.notes.append(traceback.format_exc(limit=-4))
             run.write(failed, f"{name}-error")

@@ -89,7 +89,8 @@ def test_a_failing_section_is_written_down_and_the_next_one_still_runs(tmp_path,
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(gpu, "run_prefill", broken)
-    sections = gpu.main(["--device", "cpu", "--quick", "--sections", "prefill", "decode", "--output-dir", str(tmp_path)])
+    sections = gpu.main(["--device", "cpu", "--quick", "--sections", "prefill", "decode",
+                         "--output-dir", str(tmp_path)])
     failed = read(tmp_path, "prefill-error")
     assert failed["complete"] is False and "illegal memory access" in failed["error"]
     assert sections["decode"][0].complete and read(tmp_path, "decode")["batches"]
