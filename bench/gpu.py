@@ -436,7 +436,7 @@ def choose_tokens(run: Run, budget_s: float) -> tuple[int, float]:
     probe = _settings(plan, plan.sequence_tokens * plan.uptrain_batch)
     seconds_per_token = 1.5 * uptrain.estimate_seconds(run.loaded, probe, runs=1) / probe.tokens
     runs = len(UPTRAIN_RUNS) + 1
-    usable = 0.6 * budget_s  # the rest: conversions, calibration, evaluation of every model (8,192 tokens each)
+    usable = 0.55 * budget_s  # the rest: conversions, calibration, and 12 evaluations of 8,192 tokens (CPU-side)
     for tokens in plan.uptrain_token_choices:
         if runs * tokens * seconds_per_token <= usable:
             return tokens, 1 / seconds_per_token
