@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import export, scaling, ui
+from explorer import committed, export, scaling, ui
 from explorer.charts.scaling import decode_figure, scaling_figure
 
 ui.view_state()
@@ -17,7 +17,8 @@ st.caption(
     "Table 1 (self-attention costs O(n²·d) per layer); Dao et al. 2022, *FlashAttention* (memory linear in n)."
 )
 
-runs = {name.removeprefix("scaling-"): results for name, results in scaling.committed_results().items()}
+runs = {name.removeprefix("scaling-"): results
+        for name, results in scaling.committed_results(committed.results_dir()).items()}
 left, right = st.columns([2, 1])
 with left:
     gpu = ui.gpu_picker("Roofline of a GPU on the decode charts", default="none")

@@ -117,6 +117,7 @@ if encoder:
     st.info("Uptraining trains next-token prediction; pick a decoder such as SmolLM2.")
     ui.share_link()
     st.stop()
+ui.committed_uptraining()
 with ui.beside("uptrain"):
     training = ui.uptrain_controls()
     pair = ui.uptrained_pair(MODEL, spec, training)

@@ -5,7 +5,8 @@
 - `widgets`: the shared pickers, sliders and toggles, each kept in the URL;
 - `layout`: a chart with its exports beneath it, explanations beside it;
 - `lab`: the variant lab's conversions, quality and controls;
-- `uptraining`: the lab's uptraining section.
+- `uptraining`: the lab's uptraining section;
+- `committed`: committed uptraining runs of every device, side by side.
 """
 
 from explorer.ui.lab import (
@@ -19,6 +20,7 @@ from explorer.ui.lab import (
     variant_quality,
     variant_run,
 )
+from explorer.ui.committed import committed_uptraining
 from explorer.ui.layout import beside, chart, downloads, explain, token_strip
 from explorer.ui.models import (
     get_cross_run,
