@@ -40,14 +40,17 @@ class Audio:
     def seconds(self) -> float:
         return len(self.samples) / SAMPLE_RATE
 
-    def wav_bytes(self) -> bytes:
-        """The clip as a 16-bit PCM WAV, for playback on the page."""
+    def wav_bytes(self, start: float = 0.0, end: float | None = None) -> bytes:
+        """The clip (or its span from `start` to `end` seconds) as a 16-bit PCM WAV, for playback on the page.
+        A span is cut here because a media player's start and end times are whole seconds."""
+        first = max(0, int(start * SAMPLE_RATE))
+        last = len(self.samples) if end is None else min(len(self.samples), max(first + 1, int(end * SAMPLE_RATE)))
         buffer = io.BytesIO()
         with wave.open(buffer, "wb") as out:
             out.setnchannels(1)
             out.setsampwidth(2)
             out.setframerate(SAMPLE_RATE)
-            out.writeframes((np.clip(self.samples, -1, 1) * 32767).astype("<i2").tobytes())
+            out.writeframes((np.clip(self.samples[first:last], -1, 1) * 32767).astype("<i2").tobytes())
         return buffer.getvalue()
 
 

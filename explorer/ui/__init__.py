@@ -5,9 +5,11 @@
 - `widgets`: the shared pickers, sliders and toggles, each kept in the URL;
 - `layout`: a chart with its exports beneath it, explanations beside it;
 - `lab`: the variant lab's conversions, quality and controls;
-- `uptraining`: the lab's uptraining section.
+- `uptraining`: the lab's uptraining section;
+- `hearing`: what Whisper hears: the clip, the cached run, words that play their span.
 """
 
+from explorer.ui.hearing import audio_for, get_hearing, is_whisper, word_player
 from explorer.ui.lab import (
     absorb_gap,
     get_conversion,
