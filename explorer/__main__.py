@@ -252,7 +252,7 @@ def _cross(args) -> int:
     run = hear(loaded, audio)
     report = {
         "model": args.model,
-        "audio": {"source": audio.source, "seconds": round(audio.seconds, 3), "notices": list(audio.notices)},
+        "audio": {"source": audio.source, "seconds": round(audio.seconds, 3), "frames": run.frames, "notices": list(audio.notices)},
         "transcript": run.transcript,
         "tokens": [{"token": token, "start": round(float(start), 3), "end": round(float(end), 3)}
                    for token, (start, end) in zip(run.tokens, run.token_times)],

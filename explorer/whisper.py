@@ -79,6 +79,8 @@ def read_model_bin(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str], s
             dtype_id, size = take("B"), take("I")
             if dtype_id not in CT2_DTYPES:
                 raise WhisperFormatError(f"{name} in {path} has CTranslate2 dtype {dtype_id}, which this reader lacks.")
+            if offset + size > len(data):
+                raise struct.error(f"{name} needs {size} bytes, {len(data) - offset} are left")
             arrays[name] = np.frombuffer(data, CT2_DTYPES[dtype_id], size // np.dtype(CT2_DTYPES[dtype_id]).itemsize,
                                          offset).reshape(shape)
             offset += size
