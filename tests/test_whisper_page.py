@@ -39,7 +39,7 @@ def test_the_page_opens_on_whisper_from_a_link():
     assert [b.label.strip(".").lower() for b in words] == SENTENCE.strip(".").lower().split()
     share = app.sidebar.code[0].value
     assert "decoder_layer=2" in share and "under=spectrogram" in share  # the link names what is shown
-    app.button(key="word-4").click().run()  # "station"
+    app.button(key="word-5").click().run()  # "station"
     assert not app.exception
     assert any(c.value.startswith("Playing 'station'") for c in app.caption)
     assert len(app.get("audio")) == 2  # the clip, and the word's span
