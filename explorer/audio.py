@@ -22,6 +22,7 @@ SILENCE_PEAK = 1e-3  # a clip whose loudest sample stays below this (of full sca
 VOICES = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-us-nyc")  # espeak-ng English voices offered
 DEFAULT_VOICE, DEFAULT_SPEED = "en-gb", 130  # clear enough for tiny.en (words per minute)
 SPEEDS = (80, 400)  # espeak-ng's useful range of words per minute
+MAX_SPOKEN_CHARS = 1_000  # longer text is cut before speaking: at 130 words/min this is well past 30 s anyway
 
 
 class AudioError(ValueError):
@@ -69,6 +70,10 @@ def speak(text: str, voice: str = DEFAULT_VOICE, speed: int = DEFAULT_SPEED, max
         raise AudioError(f"'{voice[:40]}' is not one of the voices offered ({', '.join(VOICES)}); pick one of those.")
     if not SPEEDS[0] <= speed <= SPEEDS[1]:
         raise AudioError(f"A speed of {speed} words per minute is outside {SPEEDS[0]}-{SPEEDS[1]}; pick one inside.")
+    notices = []
+    if len(text) > MAX_SPOKEN_CHARS:
+        text = text[:MAX_SPOKEN_CHARS]
+        notices.append(f"Only the first {MAX_SPOKEN_CHARS:,} characters of the text are spoken.")
     with tempfile.TemporaryDirectory(prefix="espeak-") as scratch:
         path = Path(scratch) / "speech.wav"
         # the text goes in on stdin, so nothing in it is read as an option
@@ -76,7 +81,8 @@ def speak(text: str, voice: str = DEFAULT_VOICE, speed: int = DEFAULT_SPEED, max
                                 input=text.encode("utf-8"), capture_output=True, timeout=60)
         if result.returncode != 0 or not path.exists():
             raise AudioError(f"espeak-ng could not speak the text: {result.stderr.decode(errors='replace')[:200]}")
-        return read_wav(path.read_bytes(), f"espeak-ng {voice} {speed} wpm", max_seconds=max_seconds)
+        clip = read_wav(path.read_bytes(), f"espeak-ng {voice} {speed} wpm", max_seconds=max_seconds)
+    return Audio(clip.samples, clip.source, (*notices, *clip.notices))
 
 
 def read_wav(data: bytes, source: str, max_bytes: int | None = None, max_seconds: float = WHISPER_SECONDS) -> Audio:

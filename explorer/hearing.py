@@ -30,6 +30,7 @@ MEL_HOP = 160  # samples per mel frame at 16 kHz
 MAX_TEXT_TOKENS = 224  # Whisper's own limit for one window's transcript
 MEDIAN_WIDTH = 7  # Whisper's median filter along time for word timestamps
 PREFIX = 2  # [start, no-timestamps] before the transcript tokens
+ENGLISH_VOCAB = 51864  # the vocabulary of every English-only Whisper, whose special ids are those above
 
 
 @dataclass
@@ -198,6 +199,9 @@ def group_words(tokens: list[str], times: np.ndarray) -> list[Word]:
 def hear(loaded, audio: Audio) -> HearingRun:
     """Transcribe `audio` with Whisper and collect every attention tensor and the word timings."""
     model, tokenizer = loaded.model, loaded.tokenizer
+    if model.config.vocab_size != ENGLISH_VOCAB:
+        raise ValueError(f"{loaded.name} is a multilingual Whisper; this page reads English-only Whisper models "
+                         "(tiny.en, base.en, small.en), whose special tokens it knows. Choose one of those.")
     seconds = {}  # features, encoder, decoding, attention, alignment
     started = time.perf_counter()
     feature = features(loaded, audio)  # (80, 3000)

@@ -185,6 +185,8 @@ def test_bad_audio_gets_a_sentence(monkeypatch):
     assert short.seconds == 10.0 and "first 10 s" in short.notices[0]
     with pytest.raises(AudioError, match="no text to speak"):
         speak("  ")
+    wordy = speak("Talk " * 400, speed=300)  # 2,000 characters: cut before speaking, and the clip to 30 s
+    assert wordy.seconds == 30.0 and "first 1,000 characters" in wordy.notices[0] and "first 30 s" in wordy.notices[1]
     monkeypatch.setattr(audio_module.shutil, "which", lambda name: None)
     with pytest.raises(AudioError, match="espeak-ng is not installed.*apt-get install espeak-ng"):
         speak("Hello there.")

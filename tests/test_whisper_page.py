@@ -92,6 +92,7 @@ def test_the_page_plays_the_sentence_and_a_word_in_a_real_browser():
         page.wait_for_function("() => document.querySelectorAll('audio')[1].duration > 0", timeout=20_000)
         duration = span.evaluate("node => node.duration")
         assert 0.1 <= duration < 1.5  # the word's span, not the whole clip
+        page.mouse.move(0, 0)  # no hover tooltip over the words in the screenshot
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / "cross_attention_whisper.png", full_page=True)
         browser.close()
