@@ -106,7 +106,7 @@ def whisper_config(arrays: dict[str, np.ndarray], alignment_heads: list[list[int
     if scalar(arrays, "decoder/activation") != CT2_GELU:
         raise WhisperFormatError("The decoder's activation is not GELU; this is not a Whisper model.")
     vocab, width = arrays["decoder/embeddings/weight"].shape
-    layers = lambda side: len({m.group(1) for n in arrays if (m := re.match(rf"{side}/layer_(\d+)/", n))})  # noqa: E731
+    layers = lambda side: len({m.group(1) for n in arrays if (m := re.match(rf"{side}/layer_(\d+)/", n))})
     suppress = suppress or {}
     return WhisperConfig(
         vocab_size=vocab,

@@ -89,10 +89,11 @@ def test_the_page_plays_the_sentence_and_a_word_in_a_real_browser():
         page.wait_for_selector("text=Playing 'station'", timeout=120_000)
         wait_idle(page)
         span = page.locator("audio").nth(1)
-        page.wait_for_function("() => document.querySelectorAll('audio')[1].duration > 0", timeout=20_000)
+        page.wait_for_function("() => document.querySelectorAll('audio')[1].ended", timeout=20_000)  # it played
         duration = span.evaluate("node => node.duration")
         assert 0.1 <= duration < 1.5  # the word's span, not the whole clip
         page.mouse.move(0, 0)  # no hover tooltip over the words in the screenshot
+        page.wait_for_timeout(1000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / "cross_attention_whisper.png", full_page=True)
         browser.close()
