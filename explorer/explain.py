@@ -22,6 +22,7 @@ TOPICS = {
     "mqa_gqa": "multi-query and grouped-query attention",
     "mla": "multi-head latent attention: latent compression, decoupled RoPE, weight absorption",
     "uptrain": "uptraining a converted model, and why it needs a control",
+    "alignment": "how Whisper's cross-attention gives each word its time in the sound",
 }
 
 

@@ -85,8 +85,11 @@ def pick_device(requested: str | None = None) -> tuple[torch.device, torch.dtype
     return torch.device("cpu"), torch.float32
 
 
+CONVERTED_SOURCES = ("gguf-package", "ctranslate2-package")  # packaged formats converted once to safetensors
+
+
 def converted_path(entry: ModelEntry) -> Path:
-    """Where the safetensors copy of a packaged GGUF model lives."""
+    """Where the safetensors copy of a packaged GGUF (or CTranslate2) model lives."""
     return cache_dir() / f"{entry.key}-safetensors"
 
 
@@ -146,9 +149,9 @@ def check_allowed(key: str, settings: Settings) -> None:
 
 
 def needs_conversion(entry: ModelEntry) -> bool:
-    """True when a packaged GGUF model has not been converted to its safetensors cache yet."""
+    """True when a packaged GGUF or CTranslate2 model has not been converted to its safetensors cache yet."""
     return (
-        entry.source == "gguf-package"
+        entry.source in CONVERTED_SOURCES
         and entry.is_installed()
         and not (converted_path(entry) / "model.safetensors").exists()
     )
@@ -159,12 +162,20 @@ def prepare_weights(entry: ModelEntry, progress: Progress | None = None) -> Path
     report = progress or (lambda fraction, message: None)
     if not entry.is_installed():
         raise ModelLoadError(f"{entry.label} is not installed. To enable it: {entry.install_hint}.")
-    if entry.source != "gguf-package":
+    if entry.source not in CONVERTED_SOURCES:
         return entry.package_path()
     if needs_conversion(entry):
         converted_path(entry).parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(converted_path(entry)) + ".lock"):  # one conversion at a time across processes
-            if needs_conversion(entry):
+            if needs_conversion(entry) and entry.source == "ctranslate2-package":
+                from explorer.whisper import WhisperFormatError, convert_whisper
+
+                try:
+                    convert_whisper(entry.package_path(), converted_path(entry), report)
+                except WhisperFormatError as error:
+                    raise ModelLoadError(f"{entry.label} could not be converted: {error} Reinstall it: "
+                                         f"{entry.install_hint}.") from error
+            elif needs_conversion(entry):
                 convert_gguf_to_safetensors(entry, converted_path(entry), report)
     return converted_path(entry)
 
@@ -244,6 +255,7 @@ def _load_folder(
         AutoModel,
         AutoModelForCausalLM,
         AutoModelForSeq2SeqLM,
+        AutoModelForSpeechSeq2Seq,
         AutoTokenizer,
     )
 
@@ -257,6 +269,8 @@ def _load_folder(
     model_class = {"decoder": AutoModelForCausalLM, "encoder-decoder": AutoModelForSeq2SeqLM}.get(
         kind, AutoModel
     )
+    if config.model_type == "whisper":  # an encoder-decoder that hears: its encoder reads log-mel audio
+        model_class = AutoModelForSpeechSeq2Seq
     model = model_class.from_pretrained(
         folder, config=config, dtype=dtype, attn_implementation="eager", use_safetensors=True, **options
     )

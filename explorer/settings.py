@@ -15,7 +15,9 @@ HOSTED_MAX_INPUT_TOKENS = 512  # a small CPU host draws SmolLM2's 30 layers x 9 
 LOCAL_MAX_INPUT_TOKENS = 2048  # the longest context the overview accepts (explorer.run.MAX_LONG_TOKENS)
 HOSTED_MAX_UPTRAIN_TOKENS = 2048  # two runs of 8 steps: about a minute on a small CPU host
 LOCAL_MAX_UPTRAIN_TOKENS = 2_097_152  # the largest budget the variant lab offers (on a GPU)
-HOSTED_MODELS = ("smollm2", "minilm")  # the two small models; both have safetensors copies on the hub
+HOSTED_MODELS = ("smollm2", "minilm", "whisper-tiny-en")  # small models with safetensors copies on the hub
+HOSTED_MAX_AUDIO_BYTES, LOCAL_MAX_AUDIO_BYTES = 2_000_000, 20_000_000  # largest recorded or uploaded WAV
+HOSTED_MAX_AUDIO_SECONDS, LOCAL_MAX_AUDIO_SECONDS = 15, 30  # longest clip heard (30 s: one Whisper window)
 DEFAULT_MEMORY_FRACTION = 0.5  # share of the memory available at run time that one run may plan to use
 
 
@@ -41,6 +43,10 @@ class Settings:
     # model keys (or hub ids) that may load; None allows any catalogue key, hub id or local folder.
     # Hosted default: smollm2 and minilm
     allow_local_paths: bool = True  # False when hosted: a model key that names a folder is refused
+    # audio (the cross-attention page's Whisper)
+    max_audio_bytes: int = LOCAL_MAX_AUDIO_BYTES  # ATTENTION_EXPLORER_MAX_AUDIO_BYTES ("2MB"): largest WAV taken
+    max_audio_seconds: int = LOCAL_MAX_AUDIO_SECONDS  # ATTENTION_EXPLORER_MAX_AUDIO_SECONDS (1-30): longer clips
+    # are cut to their start, with a notice; hosted defaults 2 MB and 15 s
     # memory guard
     memory_limit_bytes: int | None = None  # ATTENTION_EXPLORER_MEMORY_LIMIT ("1.5GB", "800MB", bytes): the
     # most one run or model load may plan to use; None: `memory_fraction` of the memory available then
@@ -85,6 +91,11 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_uptrain_tokens=max_uptrain_tokens,
         allowed_models=allowed_models,
         allow_local_paths=not hosted,
+        max_audio_bytes=_byte_size(env, "ATTENTION_EXPLORER_MAX_AUDIO_BYTES")
+        or (HOSTED_MAX_AUDIO_BYTES if hosted else LOCAL_MAX_AUDIO_BYTES),
+        max_audio_seconds=_whole_number(env, "ATTENTION_EXPLORER_MAX_AUDIO_SECONDS",
+                                        HOSTED_MAX_AUDIO_SECONDS if hosted else LOCAL_MAX_AUDIO_SECONDS, 1,
+                                        LOCAL_MAX_AUDIO_SECONDS),
         memory_limit_bytes=_byte_size(env, "ATTENTION_EXPLORER_MEMORY_LIMIT"),
         memory_fraction=_fraction(env, "ATTENTION_EXPLORER_MEMORY_FRACTION", DEFAULT_MEMORY_FRACTION),
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
-from explorer.catalogue import CATALOGUE, DEFAULT_MODEL
+from explorer.audio import DEFAULT_SPEED, DEFAULT_VOICE, SPEEDS, VOICES
+from explorer.catalogue import CATALOGUE, DEFAULT_MODEL, WHISPER_MODEL
 
 UNTRAINED_KEY = "tiny-t5-untrained"  # explorer.untrained's key, repeated here so parsing needs no torch
 
@@ -58,11 +59,16 @@ class ViewState:
     smollm2_head: int = 0  # decoder column: head shown
     follow: str | None = None  # the token followed in both models (None: "it", else the last shared token)
     # cross-attention
-    encoder_decoder: str = UNTRAINED_KEY  # the offline tiny T5, or a hub id of an encoder-decoder
+    encoder_decoder: str = WHISPER_MODEL  # Whisper tiny.en, the offline tiny T5, or a hub id of an encoder-decoder
     target: str | None = None  # decoder text (None: the input text for the tiny model, empty for a hub model)
     encoder_layer: int | None = None  # encoder self-attention layer (None: the last)
     decoder_layer: int | None = None  # decoder self- and cross-attention layer (None: the last)
     cross_head: int = 0  # head shown in all three kinds of attention
+    # what Whisper hears (cross-attention page)
+    audio: str = "speech"  # speech (the text spoken by espeak-ng), microphone or upload
+    voice: str = DEFAULT_VOICE  # espeak-ng voice
+    speed: int = DEFAULT_SPEED  # espeak-ng words per minute
+    under: str = "waveform"  # drawn under the cross-attention on the same time axis: waveform or spectrogram
 
 
 # name -> (smallest, largest) accepted for whole-number parameters
@@ -83,6 +89,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "encoder_layer": (0, 1_000),
     "decoder_layer": (0, 1_000),
     "cross_head": (0, 1_000),
+    "speed": SPEEDS,
     "uptrain_tokens": (1, 1 << 24),  # the lab offers the budgets its settings allow; others get its notice
 }
 INT_STEPS: dict[str, int] = {"measure_tokens": 16}  # whole-number parameters that move in steps
@@ -94,6 +101,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "form": ("naive", "decoupled"),
     "svd": ("plain", "data"),
     "uptrain_scope": ("attention", "all"),
+    "audio": ("speech", "microphone", "upload"),
+    "voice": VOICES,
+    "under": ("waveform", "spectrogram"),
 }
 
 
@@ -127,7 +137,7 @@ def parse_query(params: Mapping[str, str]) -> tuple[ViewState, list[str]]:
                 changes[name] = raw
             else:
                 fallback = {"model": CATALOGUE[DEFAULT_MODEL].label, "config": default.config,
-                            "encoder_decoder": "the tiny untrained T5"}[name]
+                            "encoder_decoder": "Whisper tiny.en"}[name]
                 notices.append(f"Unknown {name.replace('_', '-')} '{_shown(raw)}' in the link; showing {fallback}.")
         elif name in INT_RANGES:
             low, high = INT_RANGES[name]

@@ -108,8 +108,8 @@ def test_a_bad_self_vs_causal_link_is_corrected_with_notices():
 
 
 def test_a_link_restores_the_cross_attention_view():
-    app = open_page("views/cross_attention.py", {"encoder_layer": "0", "decoder_layer": "0", "cross_head": "3",
-                                                 "target": "hungry giant"})
+    app = open_page("views/cross_attention.py", {"encoder_decoder": "tiny-t5-untrained", "encoder_layer": "0",
+                                                 "decoder_layer": "0", "cross_head": "3", "target": "hungry giant"})
     assert not app.exception
     specs = figures(app)
     assert "Encoder self-attention<br>layer 0, head 3<br>untrained (random weights)" in specs
@@ -118,11 +118,13 @@ def test_a_link_restores_the_cross_attention_view():
     link = app.sidebar.code[0].value
     assert "target=hungry+giant" in link and "cross_head=3" in link and "encoder_layer=0" in link
 
-    writes = open_page("views/cross_attention.py", {"target": ""})  # an empty decoder text: the model writes
+    # an empty decoder text: the model writes
+    writes = open_page("views/cross_attention.py", {"encoder_decoder": "tiny-t5-untrained", "target": ""})
     assert any("the model's own output" in text.value for text in writes.markdown)
     assert "target=" in writes.sidebar.code[0].value
 
-    bad = open_page("views/cross_attention.py", {"decoder_layer": "5", "cross_head": "4"})
+    bad = open_page("views/cross_attention.py", {"encoder_decoder": "tiny-t5-untrained", "decoder_layer": "5",
+                                                  "cross_head": "4"})
     warnings = " ".join(w.value for w in bad.warning)
     assert "The decoder has 2 layers (0-1); showing layer 1." in warnings and "4 heads per layer" in warnings
 

@@ -130,7 +130,8 @@ def test_a_long_context_draws_pooled_overview_summaries_and_zoom(server, browser
 
 
 def test_cross_attention_page_shows_three_kinds_and_says_untrained(server, browser):
-    query = urllib.parse.urlencode({"encoder_layer": "0", "cross_head": "2", "target": "hungry giant"})
+    query = urllib.parse.urlencode({"encoder_decoder": "tiny-t5-untrained", "encoder_layer": "0", "cross_head": "2",
+                                    "target": "hungry giant"})
     page = open_page(browser, f"{server}/cross_attention?{query}", height=2000)
     page.wait_for_selector('[data-testid="stPlotlyChart"] g.heatmaplayer image', timeout=120_000)
     wait_idle(page)

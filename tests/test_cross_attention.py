@@ -66,6 +66,7 @@ def test_rectangular_charts_label_queries_and_keys_apart():
 
 def test_cross_attention_page_labels_the_untrained_model_everywhere():
     app = AppTest.from_file("../app.py", default_timeout=180)
+    app.query_params["encoder_decoder"] = "tiny-t5-untrained"  # the page opens on Whisper; T5 is a choice
     app.run()
     app.switch_page("views/cross_attention.py").run()
     assert not app.exception

@@ -48,7 +48,8 @@ def test_every_limit_can_be_set():
     })
     assert chosen == Settings(hosted=True, max_input_tokens=128, max_uptrain_tokens=8192,
                               allowed_models=("minilm", "smollm2"),
-                              allow_local_paths=False, memory_limit_bytes=1_500_000_000, memory_fraction=0.25)
+                              allow_local_paths=False, memory_limit_bytes=1_500_000_000, memory_fraction=0.25,
+                              max_audio_bytes=2_000_000, max_audio_seconds=15)
     assert read_settings({"ATTENTION_EXPLORER_MEMORY_LIMIT": "2GiB"}).memory_limit_bytes == 2 * 2**30
     assert read_settings({"ATTENTION_EXPLORER_MEMORY_LIMIT": "800000000"}).memory_limit_bytes == 800_000_000
 
@@ -190,14 +191,17 @@ def test_a_hosted_page_cuts_long_text_at_the_hosted_token_limit(hosted_app, monk
     assert all(int(label.split()[0]) <= 64 for label in context_labels if label[0].isdigit())
 
 
-def test_a_hosted_cross_attention_page_serves_only_the_tiny_model(hosted_app):
+def test_a_hosted_cross_attention_page_serves_only_whisper_and_the_tiny_model(hosted_app):
     hosted_app.query_params.update({"encoder_decoder": "google-t5/t5-small", "cross_head": "1"})
     hosted_app.switch_page("views/cross_attention.py")
     hosted_app.run()
     assert not hosted_app.exception
-    assert any("serves no encoder-decoder but Tiny T5" in w.value for w in hosted_app.warning)
+    assert any("serves no encoder-decoder but Whisper tiny.en" in w.value for w in hosted_app.warning)
+    hosted_app.sidebar.selectbox(key="encoder_decoder").set_value("tiny-t5-untrained").run()
+    assert not hosted_app.exception
     assert "Encoder self-attention<br>layer 1, head 1<br>untrained (random weights)" in figures(hosted_app)
-    assert "encoder_decoder" not in hosted_app.sidebar.code[0].value  # the share link names what is shown
+    link = hosted_app.sidebar.code[0].value  # the share link names what is shown, not the refused id
+    assert "encoder_decoder=tiny-t5-untrained" in link and "google-t5" not in link
 
 
 # --- Files a host needs -------------------------------------------------------------------------------------------

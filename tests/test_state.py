@@ -68,7 +68,8 @@ def test_bad_zoom_and_log_values_fall_back():
 def test_every_page_widget_round_trips():
     state = ViewState(minilm_layer=2, minilm_head=11, smollm2_layer=7, smollm2_head=8, follow="apple",
                       encoder_decoder="google-t5/t5-small", target="", encoder_layer=1, decoder_layer=0, cross_head=3,
-                      log_context=False, measure_tokens=256, uptrain_tokens=65_536, uptrain_scope="all")
+                      log_context=False, measure_tokens=256, uptrain_tokens=65_536, uptrain_scope="all",
+                      audio="upload", voice="en-us", speed=160, under="spectrogram")
     query = to_query(state)
     assert query["target"] == "" and query["log_context"] == "0"  # an empty decoder text is a choice too
     assert parse_query(query) == (state, [])
@@ -97,6 +98,8 @@ def test_the_followed_token_must_be_in_the_text():
 
 
 def test_the_untrained_key_is_the_one_the_model_uses():
+    from explorer.catalogue import WHISPER_MODEL
+    from explorer.state import UNTRAINED_KEY
     from explorer.untrained import UNTRAINED_KEY as MODEL_KEY
 
-    assert ViewState().encoder_decoder == MODEL_KEY
+    assert UNTRAINED_KEY == MODEL_KEY and ViewState().encoder_decoder == WHISPER_MODEL

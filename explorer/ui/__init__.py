@@ -7,8 +7,10 @@
 - `lab`: the variant lab's conversions, quality and controls;
 - `uptraining`: the lab's uptraining section;
 - `committed`: committed uptraining runs of every device, side by side.
+- `hearing`: what Whisper hears: the clip, the cached run, words that play their span.
 """
 
+from explorer.ui.hearing import audio_for, get_hearing, is_whisper, word_player
 from explorer.ui.lab import (
     absorb_gap,
     get_conversion,

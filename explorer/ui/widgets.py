@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer import kv
-from explorer.catalogue import CATALOGUE, is_local_path
+from explorer.catalogue import CATALOGUE, WHISPER_MODEL, is_local_path
 from explorer.loading import (
     ModelLoadError,
     check_allowed,
@@ -37,7 +37,7 @@ def model_picker() -> str:
     """
     state = view_state()
     allowed = read_settings()
-    options = [key for key in CATALOGUE if allowed.allows_model(key)]
+    options = [key for key, entry in CATALOGUE.items() if entry.kind != "encoder-decoder" and allowed.allows_model(key)]
     if not allowed.hosted and allowed.allowed_models is None:
         options.append(OTHER_MODEL)
     if state.model in options:
@@ -217,27 +217,36 @@ def log_scale() -> bool:
 
 
 def encoder_decoder_picker() -> str:
-    """Sidebar: the offline tiny model (random weights) or any hub encoder-decoder id, kept in the URL as
-    `encoder_decoder`; returns its key.
+    """Sidebar: Whisper tiny.en (trained, hears the text spoken), the offline tiny T5 (random weights) or any hub
+    encoder-decoder id, kept in the URL as `encoder_decoder`; returns its key.
 
-    A hosted server offers only the tiny model: it loads no model it was not set up to serve.
+    A hosted server offers Whisper (when it serves it) and the tiny model: it loads no model it was not set up
+    to serve.
     """
     wanted = view_state().encoder_decoder
-    if read_settings().hosted:
-        if wanted != UNTRAINED_KEY:
-            show_notices([f"This hosted demo serves no encoder-decoder but {UNTRAINED_ENTRY.label}; "
+    settings = read_settings()
+    offline = [key for key in (WHISPER_MODEL, UNTRAINED_KEY) if key == UNTRAINED_KEY or settings.allows_model(key)]
+    labels = {WHISPER_MODEL: CATALOGUE[WHISPER_MODEL].label + ("" if CATALOGUE[WHISPER_MODEL].is_installed()
+                                                                 else " (not installed)"),
+              UNTRAINED_KEY: UNTRAINED_ENTRY.label + " (offline)", OTHER_MODEL: "A Hugging Face id"}
+    if settings.hosted:
+        if wanted not in offline:
+            served = " or ".join(labels[key] for key in offline)
+            show_notices([f"This hosted demo serves no encoder-decoder but {served}; "
                           f"'{wanted[:80]}' runs where the explorer runs on your own machine."])
-        st.sidebar.caption(f"Encoder-decoder: {UNTRAINED_ENTRY.label} (this hosted demo serves no other).")
-        return set_view(encoder_decoder=UNTRAINED_KEY).encoder_decoder
-    options = [UNTRAINED_KEY, OTHER_MODEL]
+            wanted = offline[0]
+        choice = st.sidebar.selectbox("Encoder-decoder model", offline, index=offline.index(wanted),
+                                      key="encoder_decoder", format_func=labels.get)
+        return set_view(encoder_decoder=choice).encoder_decoder
+    options = [*offline, OTHER_MODEL]
     choice = st.sidebar.selectbox(
-        "Encoder-decoder model", options, index=0 if wanted == UNTRAINED_KEY else 1, key="encoder_decoder",
-        format_func=lambda key: UNTRAINED_ENTRY.label + " (offline)" if key == UNTRAINED_KEY else "A Hugging Face id",
+        "Encoder-decoder model", options, index=options.index(wanted) if wanted in options else len(options) - 1,
+        key="encoder_decoder", format_func=labels.get,
     )
-    if choice == UNTRAINED_KEY:
-        return set_view(encoder_decoder=UNTRAINED_KEY).encoder_decoder
+    if choice != OTHER_MODEL:
+        return set_view(encoder_decoder=choice).encoder_decoder
     typed = st.sidebar.text_input(
-        "Encoder-decoder id", "Helsinki-NLP/opus-mt-en-de" if wanted == UNTRAINED_KEY else wanted,
+        "Encoder-decoder id", "Helsinki-NLP/opus-mt-en-de" if wanted in offline else wanted,
         key="encoder_decoder_id", help="T5, BART or Marian models; safetensors only, no remote code; needs the network.",
     ).strip()
     if not typed:
