@@ -177,7 +177,8 @@ def absorb_note(spec: VariantSpec, rope: bool, choices: LabChoices = ALL_CHOICES
 ABSORB_GAP_LABEL = "Absorbed vs naive path: largest difference of any layer's attention output (float64)"
 ABSORB_GAP_HELP = ("Each MLA layer runs both paths in float64 on the inputs it sees for your text; this is the "
                    "largest absolute difference between their attention outputs (after the output projection), "
-                   "over every layer, token and dimension. Near 1e-15: the two paths compute the same function.")
+                   "over every layer, token and dimension. Float64 rounding leaves about 1e-13; anything that small "
+                   "means the two paths compute the same function.")
 
 
 def energy_series(conversion) -> dict[str, list[float]]:

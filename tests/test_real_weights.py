@@ -35,7 +35,7 @@ def test_a_gguf_package_converts_into_an_empty_cache_with_the_same_logits(smollm
 
 
 GEMMA3_RESULTS = RESULTS / "variants-gemma3-cpu.json"
-PERPLEXITY_TOLERANCE = 0.01  # relative: same weights and tokens; only float32 summation order (threads) differs
+PERPLEXITY_TOLERANCE = 1e-3  # relative: same weights and tokens, only float32 summation order differs (measured 5e-7)
 
 
 @pytest.fixture(scope="module")
