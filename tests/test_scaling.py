@@ -12,7 +12,7 @@ from bench.scaling import main as bench_main
 from explorer import kv, scaling
 from explorer.charts.scaling import decode_figure, scaling_figure
 from explorer.variants.gqa import GroupedQueryAttention
-from explorer.variants.mla import MultiHeadLatentAttention
+from explorer.variants.mla import MultiHeadLatentAttention, side_by_side
 from tests.specs import array, figures
 
 
@@ -59,6 +59,8 @@ def test_decode_is_timed_through_the_variant_labs_own_modules(decode_models):
     naive, absorbed = (decode_models[name].model.layers[0].self_attn for name in ("MLA naive", "MLA absorbed"))
     assert (naive.mla.attn_path, absorbed.mla.attn_path) == ("naive", "absorb")
     assert absorbed.wkv_b.weight.data_ptr() == naive.wkv_b.weight.data_ptr()  # one copy of the weights
+    latent, k_pe = scaling.TimingCache(decode_models["MLA absorbed"], 8, 1, torch.Generator()).layers[0]
+    assert side_by_side(latent, k_pe).data_ptr() == latent.data_ptr()  # the absorbed step reads the cache in place
 
 
 def test_absorbed_mla_step_equals_the_naive_step(decode_models):
