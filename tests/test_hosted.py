@@ -201,7 +201,7 @@ def test_a_hosted_cross_attention_page_serves_only_the_tiny_model(hosted_app):
 
 
 def test_a_hosted_variant_lab_caps_uptraining_and_refuses_a_model_it_does_not_serve(hosted_app):
-    hosted_app.query_params.update({"variant": "mha", "uptrain_tokens": "32768"})
+    hosted_app.query_params.update({"uptrain_tokens": "32768"})
     hosted_app.switch_page("views/variant_lab.py")
     hosted_app.run()
     assert not hosted_app.exception, [e.value for e in hosted_app.exception]
