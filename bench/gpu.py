@@ -52,7 +52,6 @@ from explorer import kv, scaling, uptrain
 from explorer.attention import repeat_kv
 from explorer.loading import LoadedModel, load_model
 from explorer.variants import VariantSpec
-from explorer.variants.convert import convert
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -330,19 +329,10 @@ def roofline_gpu(device_name: str) -> kv.GPU:
     return kv.gpu_named(ROOFLINE_GPU)
 
 
-def decode_models(loaded: LoadedModel) -> dict[str, torch.nn.Module]:
-    """SmolLM2 converted to every decode variant (scaling.DECODE_VARIANTS); both MLA paths share one model."""
-    models: dict[str, torch.nn.Module] = {}
-    for name, spec in scaling.DECODE_VARIANTS.items():
-        same = [other for other in models if scaling.DECODE_VARIANTS[other].variant == spec.variant]
-        models[name] = models[same[0]] if same else convert(loaded, spec).loaded.model
-    return models
-
-
 def run_decode(run: Run) -> Section:
     section = Section("decode", Budget(run.plan.budgets["decode"]))
     plan = run.plan
-    models = decode_models(run.loaded)
+    models = scaling.decode_models(run.loaded)
     gpu = roofline_gpu(run.info.device_name)
     by_batch: dict[int, scaling.ScalingResults] = {}
     done = True

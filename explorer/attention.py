@@ -1,11 +1,15 @@
 """The one attention kernel every variant calls, and the helper that expands shared KV heads.
 
-MHA, GQA, MQA and MLA differ only in how they make and cache keys and values; the softmax lives here.
+MHA, GQA, MQA and MLA differ only in how they make and cache keys and values; the softmax lives here, in two
+forms: `attend` keeps the probabilities (the pictures need them), `attend_fused` runs PyTorch's fused kernel
+(SDPA) and keeps none, as a fast serving path does. A model whose config asks for "eager" attention gets the
+first, any other implementation ("sdpa") the second: the same switch transformers' own attention layers follow.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def repeat_kv(states: torch.Tensor, groups: int) -> torch.Tensor:
@@ -47,3 +51,20 @@ def attend(
     probs = torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(q.dtype)  # (B, H, T, S)
     out = torch.matmul(probs, v)  # (B, H, T, dv)
     return out, probs
+
+
+def attend_fused(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> tuple[torch.Tensor, None]:
+    """The same attention on PyTorch's fused kernel: returns (out, None), no probabilities.
+
+    q: (B, H, T, dk); k: (B, kv, S, dk) and v: (B, kv, S, dv) with kv dividing H: shared KV heads are read in
+    place (`enable_gqa`) instead of being copied once per query head. mask: additive, as for `attend`.
+    """
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
+    return out, None  # (B, H, T, dv)
+
+
+def uses_fused_kernel(config) -> bool:
+    """Whether layers built from this config attend with the fused kernel: any implementation but "eager"."""
+    return getattr(config, "_attn_implementation", None) not in (None, "eager")

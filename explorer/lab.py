@@ -174,6 +174,34 @@ def absorb_note(spec: VariantSpec, rope: bool, choices: LabChoices = ALL_CHOICES
             "this lab runs the naive path, which gives the same numbers.")
 
 
+ABSORB_GAP_LABEL = "Absorbed vs naive path: largest difference of any layer's attention output (float64)"
+ABSORB_GAP_HELP = ("Each MLA layer runs both paths in float64 on the inputs it sees for your text; this is the "
+                   "largest absolute difference between their attention outputs (after the output projection), "
+                   "over every layer, token and dimension. Float64 rounding leaves about 1e-13; anything that small "
+                   "means the two paths compute the same function.")
+
+
+def energy_series(conversion) -> dict[str, list[float]]:
+    """The exported numbers beside the energy chart: per layer, what the latent keeps, its width, and in the
+    decoupled form what the one shared RoPE key keeps of the KV heads' RoPE keys."""
+    series = {"latent energy kept": list(conversion.energy_kept), "latent rank": list(conversion.latent_ranks)}
+    if conversion.rope_key_energy_kept is not None:
+        series["shared RoPE key energy kept"] = list(conversion.rope_key_energy_kept)
+    return series
+
+
+def rope_key_sentence(conversion) -> str:
+    """What the decoupled form loses outside the latent, in a sentence: its RoPE dims become one shared key."""
+    kept = conversion.rope_key_energy_kept
+    latent = sum(conversion.energy_kept) / len(conversion.energy_kept)
+    if not kept:
+        return "No dims keep RoPE (rope_dims 0): every key dim sits in the latent, and the keys lose their positions."
+    worst = min(range(len(kept)), key=kept.__getitem__)
+    return (f"The latent holds the values and the keys' dims without RoPE ({latent:.1%} of their energy kept on "
+            f"average). The RoPE dims are not in it: every KV head's RoPE key becomes one shared key, which keeps "
+            f"{sum(kept) / len(kept):.1%} of their energy on average (least: {kept[worst]:.1%}, layer {worst}).")
+
+
 def kv_groups(spec: VariantSpec, shape: AttentionShape) -> int:
     """How many groups of query heads share keys and values: the KV heads (MLA: every head has its own)."""
     return shape.heads if spec.variant == "mla" else target_kv_heads(spec, shape)

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from explorer import guard
 from explorer.loading import LoadedModel, cache_dir
 from explorer.prose import prose
+from explorer.timing import synchronize
 from explorer.variants import Calibration, VariantSpec, convert
 from explorer.variants.convert import fresh_copy
 
@@ -207,7 +208,7 @@ def estimate_seconds(loaded: LoadedModel, settings: UptrainSettings, runs: int =
         loaded.model(input_ids=batch[:, :8])  # warm-up
         started = time.perf_counter()
         loaded.model(input_ids=batch)
-        _synchronize(loaded.device)
+        synchronize(loaded.device)
         forward = time.perf_counter() - started
     return runs * settings.steps * TRAINING_SECONDS_PER_FORWARD * forward
 
@@ -329,11 +330,6 @@ def _load_trained(model, path: Path) -> None:
         for name, tensor in saved.items():
             assert parameters[name].shape == tensor.shape, f"{name}: {tuple(tensor.shape)} vs {parameters[name].shape}"
             parameters[name].copy_(tensor.to(parameters[name].dtype))
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _precision(device: torch.device) -> str:

@@ -144,9 +144,14 @@ def test_a_link_restores_the_scaling_page_roofline():
     assert any(trace["name"] == "MHA bound, H200" for trace in decode["data"])
 
 
-@pytest.mark.parametrize("page", ["attention", "self_vs_causal", "cross_attention", "kv_cache", "scaling"])
+DECOUPLED_MLA = {"variant": "mla", "form": "decoupled", "latent_rank": "256", "rope_dims": "32", "svd": "plain"}
+
+
+@pytest.mark.parametrize("page", ["attention", "self_vs_causal", "cross_attention", "kv_cache", "scaling",
+                                  "variant_lab"])
 def test_every_chart_offers_the_numbers_behind_it(page):
-    app = open_page(f"views/{page}.py", {"text": "the cat saw the dog"})
+    query = {"text": "the cat saw the dog", **(DECOUPLED_MLA if page == "variant_lab" else {})}  # every lab chart
+    app = open_page(f"views/{page}.py", query)
     assert not app.exception
     charts = [chart.proto.id.split("-", 2)[2] for chart in app.get("plotly_chart")]  # "$$ID-<hash>-<key>"
     buttons = {button.key for button in app.download_button}

@@ -35,6 +35,7 @@ class SessionResult:
     exceptions: list[str] = field(default_factory=list)  # exception elements the app showed
     finished: bool = False  # a script_finished message arrived
     seconds: float = 0.0  # from the request to the end of the script
+    ended_at: float = 0.0  # perf_counter() when the script ended
 
 
 def open_page(base_url: str, query: dict[str, str], page: str = "", timeout: float = 150) -> SessionResult:
@@ -59,7 +60,8 @@ def open_page(base_url: str, query: dict[str, str], page: str = "", timeout: flo
                 _read_element(message.delta.new_element, result)
             elif kind == "script_finished":
                 result.finished = True
-    result.seconds = time.perf_counter() - started
+    result.ended_at = time.perf_counter()
+    result.seconds = result.ended_at - started
     return result
 
 
@@ -79,24 +81,35 @@ def _read_element(element, result: SessionResult) -> None:
 
 
 class HealthProbe(threading.Thread):
-    """Asks the server's health endpoint every 0.25 s and keeps the slowest answer."""
+    """Asks the server's health endpoint every 0.25 s; keeps when each "ok" came back, and the slowest answer
+    (printed as a figure, not asserted: times on a shared machine are not behaviour)."""
 
     def __init__(self, base_url: str):
         super().__init__(daemon=True)
-        self.base_url, self.slowest, self.failures, self.answers = base_url, 0.0, 0, 0
+        self.base_url, self.slowest, self.failures = base_url, 0.0, 0
+        self.answered_at: list[float] = []  # perf_counter() when each "ok" arrived
         self.stopped = threading.Event()
+
+    @property
+    def answers(self) -> int:
+        return len(self.answered_at)
 
     def run(self) -> None:
         while not self.stopped.is_set():
             started = time.perf_counter()
             try:
-                ok = urllib.request.urlopen(f"{self.base_url}/_stcore/health", timeout=10).read() == b"ok"
-                self.answers += ok
+                ok = urllib.request.urlopen(f"{self.base_url}/_stcore/health", timeout=30).read() == b"ok"
+                if ok:
+                    self.answered_at.append(time.perf_counter())
                 self.failures += not ok
             except OSError:
                 self.failures += 1
             self.slowest = max(self.slowest, time.perf_counter() - started)
             self.stopped.wait(0.25)
+
+    def answers_between(self, start: float, end: float) -> int:
+        """How many "ok" answers arrived between two moments (perf_counter)."""
+        return sum(start < moment < end for moment in self.answered_at)
 
 
 # Eight sessions: two models on the attention page at different layers and heads, both models side by side,
@@ -148,17 +161,20 @@ def eight_sessions():
         probe.stopped.set()
         probe.join()
     print(f"\n{len(jobs)} concurrent sessions in {seconds:.1f} s; slowest health answer {probe.slowest * 1000:.0f} ms")
-    return jobs, results, probe
+    return jobs, results, probe, started
 
 
 def test_eight_sessions_finish_and_the_server_stays_responsive(eight_sessions):
-    jobs, results, probe = eight_sessions
+    jobs, results, probe, started = eight_sessions
     assert len(jobs) == 8
     for (page, query), result in zip(jobs, results):
         assert isinstance(result, SessionResult), f"session {page or 'attention'} {query}: {result!r}"
         assert result.finished and not result.exceptions, (query, result.exceptions)
-    assert probe.failures == 0 and probe.answers >= 4, (probe.failures, probe.answers)
-    assert probe.slowest < 5.0, f"the health endpoint took {probe.slowest:.1f} s while eight sessions ran"
+    # Responsive: every health request was answered, and answers came while sessions were still running, not
+    # only once they were all done.
+    last_end = max(result.ended_at for result in results)
+    assert probe.failures == 0, probe.failures
+    assert probe.answers_between(started, last_end) >= 2, "the server did not answer while the sessions ran"
     llama, deepseek = results[6:]
     assert any("llama-2-7b: weights + KV cache" in text for text in llama.texts)
     assert any("deepseek-v2: weights + KV cache" in text for text in deepseek.texts)
@@ -168,7 +184,7 @@ def test_each_session_sees_exactly_its_own_attention(eight_sessions, smollm2, mi
     """Each attention session drew its own text, layer and head, equal to a fresh computation alone: nothing
     leaked between sessions and the shared models were not changed by any of them."""
     models = {"smollm2": smollm2, "minilm": minilm}
-    _, results, _ = eight_sessions
+    _, results, _, _ = eight_sessions
     assert "Where 'it' looks, layer 5" in results[5].figures, results[5].texts  # both models in one session
     for (model, text, layer, head), result in zip(ATTENTION_SESSIONS, results):
         expected = overview_attention(models[model], text, 512)
@@ -182,17 +198,16 @@ def test_each_session_sees_exactly_its_own_attention(eight_sessions, smollm2, mi
 
 def test_two_overview_passes_at_once_on_one_model_do_not_mix(minilm):
     """Both passes are held at the first layer until both are inside the shared model, so every later layer runs
-    while the other pass's hooks are registered too: each pass must still keep only its own weights. (Passes
-    serialised by a lock would make the wait time out and then run one after the other: also correct.)"""
+    while the other pass's hooks are registered too: each pass must still keep only its own weights. The test
+    fails if the passes never overlap (a barrier that broke instead of releasing both): it would prove nothing."""
     texts = ["a short one", "a somewhat longer sentence than the other one"]
     alone = [overview_attention(minilm, text) for text in texts]
-    both_inside = threading.Barrier(2, timeout=5)
+    both_inside = threading.Barrier(2, timeout=60)  # a deadlock guard only: both passes arrive within moments
+    met = []  # one entry per pass that was released together with the other
 
     def hold(_module, _inputs):
-        try:
-            both_inside.wait()
-        except threading.BrokenBarrierError:
-            pass  # the passes were serialised: nothing to overlap
+        both_inside.wait()  # raises BrokenBarrierError in the pass if the other never arrived
+        met.append(True)
 
     first_layer = minilm.model.encoder.layer[0]
     hook = first_layer.register_forward_pre_hook(hold)
@@ -212,6 +227,7 @@ def test_two_overview_passes_at_once_on_one_model_do_not_mix(minilm):
             thread.join(timeout=60)
     finally:
         hook.remove()
+    assert len(met) == 2 and not both_inside.broken, "the two passes never were inside the model together"
     for outcome, expected in zip(outcomes, alone):
         assert not isinstance(outcome, Exception), repr(outcome)
         np.testing.assert_allclose(outcome.pooled, expected.pooled, atol=1e-6)

@@ -204,6 +204,22 @@ def test_a_hosted_cross_attention_page_serves_only_whisper_and_the_tiny_model(ho
     assert "encoder_decoder=tiny-t5-untrained" in link and "google-t5" not in link
 
 
+def test_a_hosted_variant_lab_caps_uptraining_and_refuses_a_model_it_does_not_serve(hosted_app):
+    hosted_app.query_params.update({"uptrain_tokens": "32768"})
+    hosted_app.switch_page("views/variant_lab.py")
+    hosted_app.run()
+    assert not hosted_app.exception, [e.value for e in hosted_app.exception]
+    assert any("asks for 32,768 training tokens; this server offers" in i.value for i in hosted_app.info)
+    budgets = hosted_app.select_slider(key="uptrain-tokens").options
+    assert budgets and all(int(budget.replace(",", "")) <= 2048 for budget in budgets)  # the hosted cap
+    linked = AppTest.from_file(APP, default_timeout=300)  # a new session: a link is read when a session opens
+    linked.query_params.update({"model": "gemma3", "variant": "mla"})
+    linked.switch_page("views/variant_lab.py")
+    linked.run()
+    assert not linked.exception
+    assert any("serves only" in e.value for e in linked.error)
+
+
 # --- Files a host needs -------------------------------------------------------------------------------------------
 
 

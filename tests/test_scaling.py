@@ -11,7 +11,8 @@ from streamlit.testing.v1 import AppTest
 from bench.scaling import main as bench_main
 from explorer import kv, scaling
 from explorer.charts.scaling import decode_figure, scaling_figure
-from explorer.variants.convert import convert
+from explorer.variants.gqa import GroupedQueryAttention
+from explorer.variants.mla import MultiHeadLatentAttention, side_by_side
 from tests.specs import array, figures
 
 
@@ -36,19 +37,48 @@ def test_length_grid_doubles():
         scaling.length_grid(64, 128)
 
 
-@torch.inference_mode()
-def test_absorbed_mla_step_equals_the_naive_step(smollm2):
+@pytest.fixture(scope="module")
+def decode_models(smollm2):
+    return scaling.decode_models(scaling.first_layers(smollm2, 2))
+
+
+def timed_logits(model, context=40, batch=2, seed=0) -> torch.Tensor:
+    """The logits of one timed decode step over a cache of random values (the same values for the same seed)."""
+    step, _ = scaling.decode_step(model, context, batch, torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        return step()  # (B, 1, vocab)
+
+
+def test_decode_is_timed_through_the_variant_labs_own_modules(decode_models):
+    assert list(decode_models) == list(scaling.DECODE_NAMES)
+    for name, model in decode_models.items():
+        attn = model.model.layers[1].self_attn
+        expected = MultiHeadLatentAttention if name.startswith("MLA") else GroupedQueryAttention
+        assert isinstance(attn, expected) and model.config._attn_implementation == "sdpa"
+    assert [decode_models[name].model.layers[0].self_attn.kv_heads for name in ("MHA", "GQA", "MQA")] == [9, 3, 1]
+    naive, absorbed = (decode_models[name].model.layers[0].self_attn for name in ("MLA naive", "MLA absorbed"))
+    assert (naive.mla.attn_path, absorbed.mla.attn_path) == ("naive", "absorb")
+    assert absorbed.wkv_b.weight.data_ptr() == naive.wkv_b.weight.data_ptr()  # one copy of the weights
+    latent, k_pe = scaling.TimingCache(decode_models["MLA absorbed"], 8, 1, torch.Generator()).layers[0]
+    assert side_by_side(latent, k_pe).data_ptr() == latent.data_ptr()  # the absorbed step reads the cache in place
+
+
+def test_absorbed_mla_step_equals_the_naive_step(decode_models):
     """Both decode paths read the same cache and weights: folding W_UK and W_UV only reorders the products."""
-    model = convert(scaling.first_layers(smollm2, 2), scaling.DECODE_VARIANTS["MLA naive"]).loaded.model
-    attn = model.model.layers[1].self_attn
-    generator = torch.Generator().manual_seed(0)
-    cache = scaling._decode_caches(model, 40, 2, generator)[1]  # (2, 1, 41, 288)
-    x = torch.randn(2, 1, model.config.hidden_size, generator=generator)  # (B, 1, d)
-    cos, sin = model.model.rotary_emb(x, torch.full((2, 1), 40))  # (B, 1, hd)
-    naive = scaling._mla_step(attn, x, cos, sin, cache, 40, absorbed=False)
-    w_uk, w_uv = attn.up_weights_per_head()
-    absorbed = scaling._mla_step(attn, x, cos, sin, cache, 40, absorbed=True, w_uk=w_uk, w_uv=w_uv)
-    torch.testing.assert_close(absorbed, naive, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(timed_logits(decode_models["MLA absorbed"]), timed_logits(decode_models["MLA naive"]),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["GQA", "MLA absorbed"])
+def test_the_fused_decode_step_equals_the_materialised_one(decode_models, name):
+    model = decode_models[name]
+    fused = timed_logits(model)
+    model.set_attn_implementation("eager")
+    try:
+        materialised = timed_logits(model)
+    finally:
+        model.set_attn_implementation("sdpa")
+    torch.testing.assert_close(fused, materialised, rtol=1e-4, atol=1e-4)
 
 
 def test_the_benchmark_runs_at_tiny_sizes_and_writes_valid_results(tmp_path):

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.catalogue import CATALOGUE
 from explorer.charts.variants import encoder_frontier_figure, frontier_figure, similarity_heatmap
-from explorer.lab import RESULTS, choices_for, frontier_points, holds_up, spec_from_view, verdict
+from explorer.lab import ABSORB_GAP_LABEL, RESULTS, choices_for, frontier_points, holds_up, spec_from_view, verdict
 from explorer.stats import group_similarity, pattern_similarity
 from explorer.variants import AttentionShape, VariantSpec
 from tests.specs import array, figures
@@ -36,6 +36,21 @@ def test_mqa_by_mean_pooling_collapses_and_the_page_says_why():
     original = specs["Original: layer 3, head 5"]
     assert array(converted["data"][0]["z"]).shape == array(original["data"][0]["z"]).shape == (9, 9)
     assert "orange: heads sharing one of 1 KV heads" in " ".join(specs)
+
+
+def test_a_decoupled_link_names_the_absorbed_gap_and_shows_what_the_shared_rope_key_loses():
+    app = open_lab({"text": "The giant ate the apple because it was hungry.", "variant": "mla", "form": "decoupled",
+                    "latent_rank": "256", "rope_dims": "32", "svd": "plain"})
+    assert not app.exception, [e.value for e in app.exception]
+    metrics = {m.label: m.value for m in app.metric}
+    assert float(metrics[ABSORB_GAP_LABEL]) < 1e-9  # per-layer attention outputs, float64: the same function
+    assert not any("logit" in label for label in metrics)
+    energy = figures(app)["Energy kept per layer: the latent, and the one RoPE key shared by every head"]
+    latent, rope_key = (array(trace["y"]) for trace in energy["data"])
+    assert len(latent) == len(rope_key) == 30 and latent.min() > 0.9  # rank 256 of 288 keeps nearly everything
+    assert 0.2 < rope_key.mean() < 0.5  # measured 0.33: three KV heads' RoPE keys averaged into one
+    sentence = next(c.value for c in app.caption if "shared key, which keeps" in c.value)
+    assert f"{rope_key.mean():.1%}" in sentence
 
 
 def test_impossible_settings_fall_back_with_a_sentence():

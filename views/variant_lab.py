@@ -87,13 +87,14 @@ if spec.variant == "mla":
                     (f" plus a **{rope}-wide RoPE key** shared by all heads" if rope else "") +
                     f", instead of {original_values} key and value numbers. "
                     + lab.absorb_note(spec, family.rope(original.model, 0) is not None, choices))
-        ui.chart(energy_bars(conversion.energy_kept, conversion.latent_ranks), key="energy",
-                 numbers=export.series("layer", [f"L{i}" for i in range(len(conversion.energy_kept))],
-                                       {"energy kept": conversion.energy_kept,
-                                        "latent rank": conversion.latent_ranks}))
+        energy = lab.energy_series(conversion)
+        ui.chart(energy_bars(conversion.energy_kept, conversion.latent_ranks,
+                             rope_key_kept=conversion.rope_key_energy_kept), key="energy",
+                 numbers=export.series("layer", [f"L{i}" for i in range(len(conversion.energy_kept))], energy))
         if spec.form == "decoupled":
+            st.caption(lab.rope_key_sentence(conversion))
             gap = ui.absorb_gap(MODEL, spec, state.text)
-            st.metric("Absorbed vs naive path, max |logit difference| (float64)", f"{gap:.1e}")
+            st.metric(lab.ABSORB_GAP_LABEL, f"{gap:.1e}", help=lab.ABSORB_GAP_HELP)
 
 st.subheader("The frontier: quality against cache size")
 report = lab.committed_report(MODEL)

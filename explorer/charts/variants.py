@@ -143,19 +143,35 @@ def similarity_heatmap(similarity: np.ndarray, kv_heads: int, title: str, height
     return figure
 
 
-def energy_bars(energy_kept: Sequence[float], latent_ranks: Sequence[int], height: int = 300) -> go.Figure:
-    """Per layer: the share of K/V energy the latent keeps (bars), with each layer's latent width in the hover."""
+def energy_bars(
+    energy_kept: Sequence[float], latent_ranks: Sequence[int], height: int = 300,
+    rope_key_kept: Sequence[float] | None = None,
+) -> go.Figure:
+    """Per layer: the share of K/V energy the latent keeps (bars), with each layer's latent width in the hover;
+    in the decoupled form also the share of the per-head RoPE keys the one shared RoPE key keeps (second bars)."""
     if len(energy_kept) != len(latent_ranks):
         raise ValueError(f"{len(energy_kept)} energies but {len(latent_ranks)} latent ranks were given.")
+    if rope_key_kept is not None and len(rope_key_kept) != len(energy_kept):
+        raise ValueError(f"{len(rope_key_kept)} RoPE key energies but {len(energy_kept)} layers were given.")
+    layers = [f"L{i}" for i in range(len(energy_kept))]
+    what = "K/V energy" if rope_key_kept is None else "energy of the values and the keys' non-RoPE dims"
     figure = go.Figure(
         go.Bar(
-            x=[f"L{i}" for i in range(len(energy_kept))], y=list(energy_kept), customdata=list(latent_ranks),
-            marker_color="#16a34a",
-            hovertemplate="%{x}: keeps %{y:.1%} of the energy<br>latent width %{customdata}<extra></extra>",
+            x=layers, y=list(energy_kept), customdata=list(latent_ranks), marker_color="#16a34a",
+            name="latent",
+            hovertemplate="%{x}: the latent keeps %{y:.1%} of the " + what
+                          + "<br>latent width %{customdata}<extra></extra>",
         )
     )
-    figure.update_layout(title="Energy the latent keeps, per layer", height=height, margin=dict(l=10, r=10, t=50, b=10),
-                         yaxis=dict(title="share of K/V energy", range=[0, 1], tickformat=".0%"))
+    if rope_key_kept is not None:
+        figure.add_trace(go.Bar(
+            x=layers, y=list(rope_key_kept), marker_color="#7c3aed", name="shared RoPE key",
+            hovertemplate="%{x}: the shared RoPE key keeps %{y:.1%} of the KV heads' RoPE keys<extra></extra>",
+        ))
+    title = "Energy the latent keeps, per layer" if rope_key_kept is None else (
+        "Energy kept per layer: the latent, and the one RoPE key shared by every head")
+    figure.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50, b=10), barmode="group",
+                         yaxis=dict(title="share of energy kept", range=[0, 1], tickformat=".0%"))
     return figure
 
 

@@ -131,7 +131,8 @@ def variant_run(key: str, spec: VariantSpec, text: str) -> AttentionRun:
 
 
 def absorb_gap(key: str, spec: VariantSpec, text: str) -> float:
-    """Max |logit difference| between the absorbed and naive paths of a decoupled MLA model, in float64."""
+    """The largest |difference| between the absorbed and naive paths' attention outputs, over every MLA layer of
+    a decoupled model, in float64 (per layer, not the logits: see `absorbed_vs_naive`)."""
     with st.spinner("Running both MLA paths in float64"):
         return _cached_absorb_gap(key, spec, text)
 

@@ -32,7 +32,10 @@ class Conversion:
     calibration_seconds: float  # wall time of the calibration pass it ran (0 when given one or none needed)
     latent_ranks: list[int] | None = None  # MLA: latent width per layer
     energy_kept: list[float] | None = None  # MLA: share of the (balanced) K/V output energy the latent keeps,
-    # per layer: measured on calibration text for data-aware SVD, on the weights for plain SVD
+    # per layer: measured on calibration text for data-aware SVD, on the weights for plain SVD. In the decoupled
+    # form this is the keys' non-RoPE dims and the values only; the RoPE dims are counted apart, below.
+    rope_key_energy_kept: list[float] | None = None  # decoupled MLA: share of the per-head RoPE keys' energy
+    # that the one shared RoPE key reproduces, per layer (same text or weights as energy_kept)
 
 
 @dataclass
@@ -67,18 +70,20 @@ def convert(loaded: LoadedModel, spec: VariantSpec, calibration: Calibration | N
     started = time.perf_counter()
     model = fresh_copy(loaded.model)
     hidden = loaded.config.hidden_size
-    energy_kept = []
+    energy_kept, rope_key_energy_kept = [], []
     for i, (parent, name) in enumerate(family.attention_slots(model)):
         attn = getattr(parent, name)
         moment = calibration.input_moments[i] if calibration is not None else None
         weights = family.read(attn, shape)
         if spec.variant == "mla":
             latent_moment = moment if spec.svd == "data" else _identity(hidden)
-            latent, energy = to_mla(weights, shape, spec, ranks[i], latent_moment, moment)
+            latent, energy, rope_energy = to_mla(weights, shape, spec, ranks[i], latent_moment, moment)
             mla = MLAConfig(shape.heads, shape.kv_heads, shape.head_dim, ranks[i], latent.k_pe.shape[0], spec.form,
                             spec.attn_path)
             new_layer = _mla_layer(family, model, attn, i, mla, latent)
             energy_kept.append(energy)
+            if rope_energy is not None:
+                rope_key_energy_kept.append(rope_energy)
         else:
             new_layer = _gqa_layer(family, attn, i, shape, to_gqa(weights, shape, kv_heads, spec.merge, moment))
         setattr(parent, name, new_layer)
@@ -86,7 +91,8 @@ def convert(loaded: LoadedModel, spec: VariantSpec, calibration: Calibration | N
         model.config.num_key_value_heads = kv_heads
     seconds = time.perf_counter() - started
     converted = dataclasses.replace(loaded, model=model)
-    return Conversion(converted, spec, seconds, calibration_seconds, ranks, energy_kept or None)
+    return Conversion(converted, spec, seconds, calibration_seconds, ranks, energy_kept or None,
+                      rope_key_energy_kept or None)
 
 
 def to_gqa(w: HeadWeights, shape: AttentionShape, kv_heads: int, merge: str, moment) -> HeadWeights:
@@ -191,7 +197,8 @@ def aligned_values(member_values: torch.Tensor, moment: torch.Tensor) -> tuple[t
 
 
 def to_mla(w: HeadWeights, shape: AttentionShape, spec: VariantSpec, rank: int, latent_moment, merge_moment):
-    """An MLA layer's weights made from `w`, and the share of energy its latent keeps.
+    """An MLA layer's weights made from `w`, the share of energy its latent keeps, and (decoupled form) the share
+    of the per-head RoPE keys' energy the one shared RoPE key keeps (None in the naive form).
 
     K (without its RoPE part) and V of all KV heads are stacked and projected on their top-`rank` principal
     directions under `latent_moment` (identity: plain SVD of the weights; calibration moments: data-aware).
@@ -210,6 +217,7 @@ def to_mla(w: HeadWeights, shape: AttentionShape, spec: VariantSpec, rank: int, 
     # queries: per head [q_nope | q_pe]; the shared RoPE key merges the KV heads' RoPE rows
     q_nope, q_pe = wq[:, nope_index], wq[:, rope_index]  # (H, dn, D), (H, dr, D)
     k_pe_heads = wk[:, rope_index]  # (G, dr, D)
+    turns = None
     b_pe_heads = w.bk[:, rope_index] if w.bk is not None else None  # (G, dr)
     if rope_dims == 0 or spec.merge == "mean":
         k_pe, b_pe = k_pe_heads.mean(0), (b_pe_heads.mean(0) if b_pe_heads is not None else None)  # (dr, D), (dr,)
@@ -235,7 +243,24 @@ def to_mla(w: HeadWeights, shape: AttentionShape, spec: VariantSpec, rank: int, 
         bq=w.bq[:, order] if w.bq is not None else None,  # (H, hd)
         w_down=w_down, k_pe=k_pe, b_pe=b_pe, w_up=w_up, b_up=b_up, wo=wo, bo=w.bo,
     )
-    return latent, energy_kept
+    rope_kept = _rope_key_kept(k_pe_heads, k_pe, turns, latent_moment) if rope_dims else None
+    return latent, energy_kept, rope_kept
+
+
+def _rope_key_kept(k_pe_heads: torch.Tensor, k_pe: torch.Tensor, turns, moment: torch.Tensor) -> float:
+    """1 − Σ_g E‖(k_g − k̂_g) x‖² / Σ_g E‖k_g x‖²: the share of the KV heads' RoPE keys k_g (G, dr, D) that the
+    key each head group reads, k̂_g, reproduces. k̂_g is the shared key (dr, D), turned per RoPE pair by
+    turns[g] for the aligned merge (its queries are turned back, so the scores see k̂_g). E over `moment`.
+    Floored at 0: keeping the first head's key can miss the others by more than their own size."""
+    G = k_pe_heads.shape[0]
+    if turns is None:
+        heard = k_pe.expand(G, -1, -1)  # (G, dr, D)
+    else:
+        heard = torch.stack([turn_pairs(k_pe, turns[g]) for g in range(G)])  # (G, dr, D)
+    error = k_pe_heads - heard  # (G, dr, D)
+    lost = torch.einsum("gid,de,gie->", error, moment, error)
+    total = torch.einsum("gid,de,gie->", k_pe_heads, moment, k_pe_heads)
+    return max(0.0, float(1 - lost / total)) if total > 0 else 1.0
 
 
 def _mla_layer(family: Family, model, attn, layer_index: int, mla: MLAConfig, w: LatentWeights):

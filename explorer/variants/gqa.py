@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from explorer.attention import attend, causal_mask, repeat_kv
+from explorer.attention import attend, attend_fused, causal_mask, repeat_kv, uses_fused_kernel
 
 
 class GroupedQueryAttention(nn.Module):
@@ -58,10 +58,13 @@ class GroupedQueryAttention(nn.Module):
         k, v = self.hook_cached((k, v))  # (B, kv, T, hd) each
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, kv, S, hd): only the KV heads are stored
-        k = repeat_kv(k, self.num_key_value_groups)  # (B, H, S, hd)
-        v = repeat_kv(v, self.num_key_value_groups)  # (B, H, S, hd)
         mask = layer_mask(attention_mask, self.is_causal, T, k.shape[2], q)  # (B or 1, 1, T, S) or None
-        out, probs = attend(q, k, v, mask, self.scaling)  # (B, H, T, hd), (B, H, T, S)
+        if uses_fused_kernel(self.config):
+            out, probs = attend_fused(q, k, v, mask, self.scaling)  # (B, H, T, hd), None: KV heads read in place
+        else:
+            k = repeat_kv(k, self.num_key_value_groups)  # (B, H, S, hd)
+            v = repeat_kv(v, self.num_key_value_groups)  # (B, H, S, hd)
+            out, probs = attend(q, k, v, mask, self.scaling)  # (B, H, T, hd), (B, H, T, S)
         probs = self.hook_pattern(probs)  # (B, H, T, S)
         out = out.transpose(1, 2).reshape(B, T, self.heads * self.head_dim)  # (B, T, H*hd)
         return (self.o_proj(out) if self.o_proj is not None else out), probs
@@ -69,7 +72,7 @@ class GroupedQueryAttention(nn.Module):
 
 def layer_mask(attention_mask, causal: bool, num_queries: int, num_keys: int, q: torch.Tensor):
     """The additive mask a layer applies: the model's own (cut to the keys present), else a causal one for
-    decoders and none for encoders."""
+    decoders and none for encoders. One decoding query, at the last position, sees every key: no mask."""
     if attention_mask is not None:
         return attention_mask[..., :num_keys]  # (B or 1, 1, T, S)
-    return causal_mask(num_queries, num_keys, q.dtype, q.device) if causal else None
+    return causal_mask(num_queries, num_keys, q.dtype, q.device) if causal and num_queries > 1 else None

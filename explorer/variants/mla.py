@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import rotate_half
 
-from explorer.attention import attend, repeat_kv
+from explorer.attention import attend, attend_fused, repeat_kv, uses_fused_kernel
 from explorer.variants.gqa import layer_mask
 
 
@@ -48,8 +48,10 @@ class MultiHeadLatentAttention(nn.Module):
 
     Each family subclasses it with its own attention class only so that transformers records its
     probabilities in `outputs.attentions`. Unlike DeepSeek there is no `kv_norm` on the latent: a
-    training-free conversion must stay linear. K/V biases live on the up-projection (exact at any rank);
-    Gemma-3's k_norm acts on each key head after the up-projection, as it did after `k_proj`.
+    training-free conversion must stay linear. K/V biases live on the up-projection (exact at any rank; the
+    absorbed path folds them in, see `_attend_absorbed`); Gemma-3's k_norm acts on each key head after the
+    up-projection, as it did after `k_proj`. With a fused-kernel config ("sdpa") both paths attend on PyTorch's
+    fused kernel and record no probabilities (see `explorer.attention`).
     """
 
     def __init__(self, config, layer_idx: int, mla: MLAConfig, behaviour, rope=None, norms=None):
@@ -131,26 +133,52 @@ class MultiHeadLatentAttention(nn.Module):
         else:
             q = torch.cat([q_nope, q_pe], dim=-1)  # (B, H, T, hd)
             k = torch.cat([k_nope, k_pe.expand(B, mla.kv_heads, S, mla.rope_dims)], dim=-1)  # (B, kv, S, hd)
+        if uses_fused_kernel(self.config):
+            return attend_fused(q, k, v, mask, self.scaling)  # (B, H, T, hd), None: KV groups read in place
         k = repeat_kv(k, self.num_key_value_groups)  # (B, H, S, hd)
         v = repeat_kv(v, self.num_key_value_groups)  # (B, H, S, hd)
         return attend(q, k, v, mask, self.scaling)  # (B, H, T, hd), (B, H, T, S)
 
     def _attend_absorbed(self, q_nope, q_pe, latent, k_pe, mask):
-        """Fold W_UK into the query and W_UV into the output: attend over the cached latent directly."""
-        # b batch, h head, s query pos, d nope dim, e value dim, c latent
-        w_uk, w_uv = self.up_weights_per_head()  # (H, dn, r), (H, hd, r)
-        q_latent = torch.einsum("bhsd,hdc->bhsc", q_nope, w_uk)  # (B, H, T, r)
-        q = torch.cat([q_latent, q_pe], dim=-1)  # (B, H, T, r+dr)
-        k = torch.cat([latent, k_pe], dim=-1)  # (B, 1, S, r+dr): one key head shared by all query heads
-        out_latent, probs = attend(q, k, latent, mask, self.scaling)  # (B, H, T, r), (B, H, T, S)
-        out = torch.einsum("bhsc,hec->bhse", out_latent, w_uv)  # (B, H, T, hd)
+        """Fold W_UK into the query and W_UV into the output: attend over the cached latent directly.
+
+        The up-projection's K/V biases fold in exactly. A key bias b_k adds q·b_k to every score of a query,
+        the same for every key, so the softmax ignores it. A value bias passes straight through, because a
+        query's attention weights sum to 1: Σₛ pₛ (W_UV cₛ + b_v) = W_UV (Σₛ pₛ cₛ) + b_v.
+        """
+        mla = self.mla
+        B, H, T, _ = q_nope.shape  # batch, query heads, query positions, nope dims
+        G, groups, r = mla.kv_heads, self.num_key_value_groups, mla.latent_rank  # KV groups, heads per group
+        S = latent.shape[2]  # key positions
+        w_uk, w_uv = self.up_weights_per_group()  # (G, dn, r), (G, hd, r)
+        # b batch, g KV group, j head within the group, s query pos, d nope dim, e value dim, c latent
+        q_latent = torch.einsum("bgjsd,gdc->bgjsc", q_nope.reshape(B, G, groups, T, -1), w_uk)  # (B, G, j, T, r)
+        q = torch.cat([q_latent.reshape(B, H, T, r), q_pe], dim=-1)  # (B, H, T, r+dr)
+        if uses_fused_kernel(self.config):
+            # One key head (latent | RoPE key) serves every query head: the H heads become H·T query rows of one
+            # head, so nothing is expanded per head (DeepSeek attends this way). The cached row doubles as the
+            # value, keeping key and value widths equal for the fused kernel; its last dr columns are dropped.
+            key = side_by_side(latent, k_pe)  # (B, 1, S, r+dr)
+            rows = q.reshape(B, 1, H * T, r + mla.rope_dims)  # (B, 1, H*T, r+dr)
+            if mask is not None:
+                mask = mask.expand(mask.shape[0], H, T, S).reshape(mask.shape[0], 1, H * T, S)  # (B or 1, 1, H*T, S)
+            out_rows, probs = attend_fused(rows, key, key, mask, self.scaling)  # (B, 1, H*T, r+dr), None
+            out_latent = out_rows[..., :r].reshape(B, H, T, r)  # (B, H, T, r)
+        else:
+            key = torch.cat([latent, k_pe], dim=-1)  # (B, 1, S, r+dr): one key head shared by all query heads
+            out_latent, probs = attend(q, key, latent, mask, self.scaling)  # (B, H, T, r), (B, H, T, S)
+        out = torch.einsum("bgjsc,gec->bgjse", out_latent.reshape(B, G, groups, T, r), w_uv)  # (B, G, j, T, hd)
+        out = out.reshape(B, H, T, mla.head_dim)  # (B, H, T, hd)
+        if self.wkv_b.bias is not None:
+            b_v = self.wkv_b.bias.view(G, mla.nope_dims + mla.head_dim)[:, mla.nope_dims :]  # (G, hd)
+            out = out + b_v.repeat_interleave(groups, dim=0)[None, :, None, :]  # (B, H, T, hd)
         return out, probs
 
-    def up_weights_per_head(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """W_UK (H, dn, r) and W_UV (H, hd, r): the up-projection of each query head's KV group."""
+    def up_weights_per_group(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_UK (G, dn, r) and W_UV (G, hd, r): the up-projection of each KV group, as views of `wkv_b`
+        (query head h reads group h // (heads / G))."""
         mla = self.mla
-        w_ukv = self.wkv_b.weight.view(mla.kv_heads, mla.nope_dims + mla.head_dim, mla.latent_rank)  # (kv, dn+hd, r)
-        w_ukv = w_ukv.repeat_interleave(self.num_key_value_groups, dim=0)  # (H, dn+hd, r)
+        w_ukv = self.wkv_b.weight.view(mla.kv_heads, mla.nope_dims + mla.head_dim, mla.latent_rank)  # (G, dn+hd, r)
         return w_ukv[:, : mla.nope_dims], w_ukv[:, mla.nope_dims :]
 
     def _key_rotary(self, num_keys: int, query_positions, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,3 +193,21 @@ class MultiHeadLatentAttention(nn.Module):
         freqs = positions[:, None] * self.rope_inv_freq.float()[None, :]  # (S, hd/2)
         angles = torch.cat([freqs, freqs], dim=-1)[None]  # (1, S, hd)
         return (angles.cos() * self.rope_scaling).to(dtype), (angles.sin() * self.rope_scaling).to(dtype)
+
+
+def side_by_side(latent: torch.Tensor, k_pe: torch.Tensor) -> torch.Tensor:
+    """latent (B, 1, S, r) and k_pe (B, 1, S, dr) joined into one key (B, 1, S, r+dr).
+
+    A cache that stores each token's latent and RoPE key side by side in one row (DeepSeek's inference code
+    does) hands over two views of that row: they are read as one tensor, without copying the cache each step.
+    Anything else is concatenated.
+    """
+    r, dr = latent.shape[-1], k_pe.shape[-1]
+    adjacent = (
+        latent.stride() == k_pe.stride() and latent.stride(-1) == 1 and latent.stride(-2) == r + dr
+        and k_pe.data_ptr() == latent.data_ptr() + r * latent.element_size()
+        and latent.untyped_storage().data_ptr() == k_pe.untyped_storage().data_ptr()
+    )
+    if adjacent:
+        return latent.as_strided((*latent.shape[:-1], r + dr), latent.stride())  # (B, 1, S, r+dr), a view
+    return torch.cat([latent, k_pe], dim=-1)  # (B, 1, S, r+dr)
