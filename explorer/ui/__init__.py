@@ -5,9 +5,11 @@
 - `widgets`: the shared pickers, sliders and toggles, each kept in the URL;
 - `layout`: a chart with its exports beneath it, explanations beside it;
 - `lab`: the variant lab's conversions, quality and controls;
-- `uptraining`: the lab's uptraining section.
+- `uptraining`: the lab's uptraining section;
+- `generate`: the generate page's controls, live run and context chart.
 """
 
+from explorer.ui.generate import context_chart, generate_controls, run_generation, show_generation
 from explorer.ui.lab import (
     absorb_gap,
     get_conversion,
