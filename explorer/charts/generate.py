@@ -56,8 +56,12 @@ def attention_rows_figure(
             go.Heatmap(z=grid[h], x=list(range(width)), y=list(range(len(rows))), coloraxis="coloraxis", **hover),
             row=h // columns + 1, col=h % columns + 1,
         )
-    figure.update_xaxes(tickvals=x_ticks[0], ticktext=x_ticks[1], tickangle=-60, tickfont_size=8)
-    figure.update_yaxes(tickvals=y_ticks[0], ticktext=y_ticks[1], autorange="reversed", tickfont_size=8)
+    # token names on the first column's rows only (hover names every cell); positions along the bottom row
+    figure.update_xaxes(showticklabels=False)
+    figure.update_xaxes(showticklabels=True, tickvals=x_ticks[0], ticktext=x_ticks[1], tickangle=-60, tickfont_size=8,
+                        row=lines)
+    figure.update_yaxes(autorange="reversed", showticklabels=False)
+    figure.update_yaxes(showticklabels=True, tickvals=y_ticks[0], ticktext=y_ticks[1], tickfont_size=8, col=1)
     figure.update_layout(
         title=title, coloraxis={"colorscale": "Blues", "cmin": 0, "cmax": 1, "colorbar": {"title": "weight"}},
         height=height or 170 * lines + 120, margin={"t": 70, "b": 40, "l": 40, "r": 20},
@@ -65,7 +69,7 @@ def attention_rows_figure(
     return figure
 
 
-def _ticks(labels: list[str], most: int = 24) -> tuple[list[int], list[str]]:
+def _ticks(labels: list[str], most: int = 16) -> tuple[list[int], list[str]]:
     """Integer tick positions and their labels, thinned to at most `most` (repeated tokens stay apart)."""
     every = max(1, math.ceil(len(labels) / most))
     positions = list(range(0, len(labels), every))

@@ -4,6 +4,7 @@ as each token is made, with a stop button; the finished run is kept in the sessi
 from __future__ import annotations
 
 import html
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,8 @@ from explorer.variants import VariantSpec
 COMPARE_CHOICES = ("none", "original", "mha", "mqa", "mla-192", "mla-128", "mla-160-rope32")
 HORIZONS = (1_024, 4_096, 32_768, 131_072, 1_048_576)
 MEASURE_CHOICES = (256, 512, 1_024, 2_048)  # tokens the context chart may weigh, within the memory guard
+LIVE_CHART_SECONDS = 1.0  # charts are redrawn at most this often while generating (tokens: every step), so a
+# browser drawing 2 x 9 heatmaps keeps up on a slow machine
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,8 @@ def run_generation(key: str, spec: VariantSpec, text: str, setup: GenerateSetup)
         st.warning(f"The prompt is longer than {settings.max_input_tokens} tokens; only the first ones are used.")
         ids = ids[: settings.max_input_tokens]
     run_key = (key, tuple(specs), tuple(ids), setup.steps, setup.layer, setup.sampling)
-    stop_column, again_column, _ = st.columns([1, 1, 4])
-    stopped = stop_column.button("Stop", key="gen-stop", icon=":material/stop_circle:", help="End the generation now")
+    stop_column, again_column, _ = st.columns([1, 1, 3])
+    stopped = stop_column.button("Stop generating", key="gen-stop", icon=":material/stop_circle:", help="End the generation now")
     again = again_column.button("Generate again", key="gen-again", icon=":material/replay:")
     kept = st.session_state.get("generation")
     if kept is not None and kept["key"] == run_key and not again:
@@ -118,14 +121,15 @@ def run_generation(key: str, spec: VariantSpec, text: str, setup: GenerateSetup)
             if kept["stopped"]:
                 st.info(f"Stopped after {len(kept['runs'][0][1].steps)} tokens.")
             return kept["runs"]
-    columns = st.columns(len(models))
-    sides = []
-    for column, loaded, each in zip(columns, models, specs):
-        with column:
-            st.markdown(f"**{each.label()}**")
-            slots = {name: st.empty() for name in ("text", "metrics", "attention")}
-        sides.append(_Side(loaded, each, generate.start(loaded, each, ids), slots))
-    below = {name: st.empty() for name in ("cache", "times")}
+    live = st.empty()  # the run as it happens; emptied when it ends, and the finished run drawn with its exports
+    with live.container():
+        sides = []
+        for column, loaded, each in zip(st.columns(len(models)), models, specs):
+            with column:
+                st.markdown(f"**{each.label()}**")
+                slots = {name: st.empty() for name in ("text", "metrics", "attention")}
+            sides.append(_Side(loaded, each, generate.start(loaded, each, ids), slots))
+        below = {name: st.empty() for name in ("cache", "times")}
     original_bytes = generate.formula_bytes_per_token(models[0], VariantSpec("original"))
     kept = {"key": run_key, "runs": [(side.loaded, side.generation) for side in sides], "done": False,
             "stopped": False}
@@ -134,18 +138,23 @@ def run_generation(key: str, spec: VariantSpec, text: str, setup: GenerateSetup)
         with _admitted(models, len(ids) + setup.steps):
             streams = [generate.generate_steps(side.loaded, side.spec, ids, setup.steps, setup.layer, setup.sampling)
                        for side in sides]
+            drawn = 0.0  # when the charts were last sent: tokens go out every step, charts at most once a second
             for steps in _together(streams):
+                charts = time.monotonic() - drawn >= LIVE_CHART_SECONDS
                 for side, step in zip(sides, steps):
                     if step is not None:
                         generate.add(side.generation, step, side.loaded)
-                        _draw_side(side, setup.layer, live=True)
-                below["cache"].plotly_chart(_cache_figure(sides, original_bytes))
+                        _draw_side(side, setup.layer, live=True, charts=charts)
+                if charts:
+                    below["cache"].plotly_chart(_cache_figure(sides, original_bytes))
+                    drawn = time.monotonic()
     except guard.MemoryLimitError as error:
         st.error(str(error))
         st.session_state.pop("generation", None)
         return []
     kept["done"] = True
-    st.rerun()  # draw the finished run once more, with its exports
+    live.empty()
+    return kept["runs"]
 
 
 def _together(streams):
@@ -193,8 +202,8 @@ def _continuation_html(generation: Generation) -> str:
     return f'<div data-testid="generated-text" style="line-height:1.9">{prompt}{chips}</div>'
 
 
-def _draw_side(side: _Side, layer: int, live: bool) -> None:
-    """Text, metrics and the attention rows of one column; live: placeholders redrawn, no exports."""
+def _draw_side(side: _Side, layer: int, live: bool, charts: bool = True) -> None:
+    """Text, metrics and (with `charts`) the attention rows of one column; live: placeholders redrawn, no exports."""
     generation = side.generation
     side.slots["text"].markdown(_continuation_html(generation), unsafe_allow_html=True)
     last = generation.steps[-1]
@@ -202,11 +211,14 @@ def _draw_side(side: _Side, layer: int, live: bool) -> None:
     with side.slots["metrics"].container():
         a, b, c = st.columns(3)
         a.metric("Cache (weighed)", f"{last.cache_bytes / 2**20:,.2f} MiB",
-                 f"{generation.bytes_per_token:,} B/token by formula", delta_color="off")
+                 f"{generation.bytes_per_token / 1024:,.1f} KiB/token", delta_color="off",
+                 help="Formula: bytes one token adds to the cache, all layers")
         b.metric("Prefill", f"{generation.prefill_seconds * 1000:,.0f} ms",
                  f"{len(generation.prompt_ids)} prompt tokens", delta_color="off")
-        c.metric("Decode", f"{rate:,.1f} tokens/s" if rate else "—", f"{len(generation.steps)} tokens made",
+        c.metric("Decode, tokens/s", f"{rate:,.1f}" if rate else "—", f"{len(generation.steps)} tokens made",
                  delta_color="off")
+    if not charts:
+        return
     figure = _attention_figure(generation, layer)
     if live:
         side.slots["attention"].plotly_chart(figure)
@@ -239,7 +251,7 @@ def _padded_rows(generation: Generation) -> np.ndarray:
 def _attention_figure(generation: Generation, layer: int):
     return attention_rows_figure([step.attention for step in generation.steps], _key_labels(generation),
                                  _query_labels(generation),
-                                 f"{generation.label}: where each new token's query looked, layer {layer}")
+                                 f"{generation.label}, layer {layer}: each new token's attention")
 
 
 def _cache_figure(sides: list[_Side], original_bytes: int):
