@@ -86,7 +86,7 @@ def main() -> None:
         divergence.append({
             "prompt": prompt,
             "first_divergence_step": where,
-            "shared_text": loaded.tokenizer.decode(first.token_ids[:where]) if where else first.text,
+            "shared_text": first.text if where is None else loaded.tokenizer.decode(first.token_ids[:where]),
             "original": first.text,
             "mla": second.text,
             "mean_kl_nats": round(float(comparison.kl.mean()), 4),
