@@ -37,6 +37,9 @@ def test_a_link_generates_both_variants_and_weighs_their_caches():
     assert any("KL(" in title for title in specs)
     assert any(title.startswith("The cache out to 32,768 tokens") for title in specs)
     assert "equal to the formula at every step" in " ".join(c.value for c in app.caption)
+    charts = [chart.proto.id.split("-", 2)[2] for chart in app.get("plotly_chart")]  # "$$ID-<hash>-<key>"
+    buttons = {button.key for button in app.download_button}
+    assert len(charts) == 6 and all({f"csv-{key}", f"json-{key}"} <= buttons for key in charts), (charts, buttons)
     kept = app.query_params  # the link's settings stay in the address (compare=original is the default)
     assert (kept["steps"], kept["variant"], kept["latent_rank"], kept["horizon"]) == ("5", "mla", "192", "32768")
 
