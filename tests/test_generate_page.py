@@ -44,6 +44,16 @@ def test_a_link_generates_both_variants_and_weighs_their_caches():
     assert (kept["steps"], kept["variant"], kept["latent_rank"], kept["horizon"]) == ("5", "mla", "192", "32768")
 
 
+def test_the_default_view_compares_nothing_with_itself():
+    app = AppTest.from_file(APP, default_timeout=300)
+    app.query_params.update({"steps": "3"})  # variant and compare both default to the original
+    app.run()
+    app.switch_page("views/generate.py").run()
+    assert not app.exception
+    assert len([m for m in app.markdown if 'data-testid="generated-text"' in m.value]) == 1
+    assert "is original itself" in " ".join(c.value for c in app.caption)
+
+
 def test_a_hosted_server_limits_the_steps_with_a_notice(monkeypatch):
     monkeypatch.setenv("ATTENTION_EXPLORER_HOSTED", "1")
     app = AppTest.from_file(APP, default_timeout=300)

@@ -93,13 +93,17 @@ class _Side:
     spec: VariantSpec
     generation: Generation
     slots: dict
+    column: int = 0  # 0: the chosen variant, 1: the one compared with
 
 
 def run_generation(key: str, spec: VariantSpec, text: str, setup: GenerateSetup) -> list[tuple]:
     """Generate under `spec` (and `setup.compare` beside it), drawing every step as it comes; returns the finished
     runs [(loaded, generation), ...] (kept in the session: a rerun with the same settings draws them again without
     generating). The Stop button ends a run in progress; its tokens so far are kept and shown."""
-    specs = [spec] + ([setup.compare] if setup.compare is not None else [])
+    same = setup.compare is not None and setup.compare.label() == spec.label()
+    if same:
+        st.caption(f"The variant to compare with is {spec.label()} itself: pick another to see two continuations.")
+    specs = [spec] + ([setup.compare] if setup.compare is not None and not same else [])
     conversions = [get_conversion(key, each) for each in specs]
     if any(conversion is None for conversion in conversions):
         return []
@@ -225,7 +229,7 @@ def _draw_side(side: _Side, layer: int, live: bool, charts: bool = True) -> None
     else:
         with side.slots["attention"].container():
             rows = _padded_rows(generation)
-            chart(figure, key=f"gen-attention-{generation.label}", numbers=export.LabelledArray(
+            chart(figure, key=f"gen-attention-{side.column}", numbers=export.LabelledArray(
                 rows, {"head": [f"H{h}" for h in range(rows.shape[0])], "step": _query_labels(generation),
                        "position": _key_labels(generation)[: rows.shape[2]]},
                 "attention weight", {"variant": generation.label, "layer": layer}))
@@ -272,7 +276,7 @@ def show_generation(runs: list[tuple], layer: int) -> None:
         with column:
             st.markdown(f"**{generation.label}**")
             slots = {name: st.empty() for name in ("text", "metrics", "attention")}
-        side = _Side(loaded, VariantSpec(), generation, slots)
+        side = _Side(loaded, VariantSpec(), generation, slots, len(sides))
         _draw_side(side, layer, live=False)
         sides.append(side)
     if len(runs) == 2:
