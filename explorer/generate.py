@@ -21,7 +21,7 @@ import torch
 
 from explorer.kv import cache_bytes
 from explorer.loading import LoadedModel
-from explorer.run import attention_modules, readable_tokens
+from explorer.run import attention_modules, layer_windows, readable_tokens
 from explorer.variants import VariantSpec, attention_shape, cache_bytes_per_token
 
 MAX_STEPS = 512  # the most tokens one generation makes on a local server
@@ -80,7 +80,7 @@ class Generation:
     label: str  # the variant's label, e.g. "original" or "mla naive r=192 data"
     prompt_ids: list[int]
     prompt_tokens: list[str]
-    bytes_per_token: int  # the formula: cache bytes added by one token, all layers
+    bytes_per_token: int  # the formula: cache bytes added by one token, all layers (before a window is full)
     prompt: str = ""  # the prompt, decoded
     steps: list[Step] = field(default_factory=list)
     text: str = ""  # the continuation, decoded as a whole
@@ -131,10 +131,35 @@ class Generation:
         }
 
 
+@dataclass(frozen=True)
+class CacheFormula:
+    """The formula's cache of one variant of a model: bytes per token in each layer, and each layer's window."""
+
+    layer_bytes: tuple[int, ...]  # bytes one token adds to each layer's cache (explorer.variants.cache_bytes_per_token)
+    windows: tuple[int | None, ...]  # sliding window of each layer (None: it keeps every token)
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Bytes one token adds, all layers, before any sliding window is full."""
+        return sum(self.layer_bytes)
+
+    def bytes_at(self, tokens: int) -> int:
+        """The cache after `tokens` tokens. Between steps transformers keeps window - 1 tokens in a sliding-window
+        layer (the next token completes its window), so such a layer holds min(tokens, window - 1)."""
+        return sum(size * (tokens if window is None else min(tokens, window - 1))
+                   for size, window in zip(self.layer_bytes, self.windows))
+
+
+def cache_formula(loaded: LoadedModel, spec: VariantSpec) -> CacheFormula:
+    """The formula for `spec` applied to `loaded`'s shape, at the model's own precision, with its sliding windows."""
+    shape = attention_shape(loaded.config, loaded.entry.label)
+    return CacheFormula(tuple(cache_bytes_per_token(spec, shape, loaded.dtype.itemsize)),
+                        tuple(layer_windows(loaded.config)))
+
+
 def formula_bytes_per_token(loaded: LoadedModel, spec: VariantSpec) -> int:
     """Cache bytes one token adds under `spec`, all layers, at the model's own precision (the formula)."""
-    shape = attention_shape(loaded.config, loaded.entry.label)
-    return sum(cache_bytes_per_token(spec, shape, loaded.dtype.itemsize))
+    return cache_formula(loaded, spec).bytes_per_token
 
 
 def prompt_ids(loaded: LoadedModel, text: str) -> list[int]:
@@ -190,7 +215,7 @@ def generate_steps(
     modules, index = attention_modules(model)
     if not 0 <= layer < len(modules):
         raise ValueError(f"{loaded.entry.label} has {len(modules)} layers (0-{len(modules) - 1}); choose one of them.")
-    per_token = formula_bytes_per_token(loaded, spec)
+    formula = cache_formula(loaded, spec)
     eos = set(_eos_ids(loaded))
     generator = torch.Generator().manual_seed(sampling.seed) if not sampling.greedy else None
     seen: list[torch.Tensor] = []
@@ -221,7 +246,7 @@ def generate_steps(
                 attention=seen[-1].cpu().numpy(),
                 cached_tokens=cached,
                 cache_bytes=cache_bytes(cache),
-                formula_bytes=cached * per_token,
+                formula_bytes=formula.bytes_at(cached),
                 seconds=seconds,
             )
             if stop_at_eos and token_id in eos:
@@ -343,19 +368,19 @@ def fill_cache(loaded: LoadedModel, spec: VariantSpec, input_ids: list[int], chu
     Chunking keeps the attention scores of one pass at (H, chunk, S) instead of (H, T, T), so a long context fits
     where a single pass would not; the cache it leaves is the same.
     """
-    per_token = formula_bytes_per_token(loaded, spec)
+    formula = cache_formula(loaded, spec)
     points, cache = [], None
     for first in range(0, len(input_ids), chunk):
         ids = torch.tensor([input_ids[first : first + chunk]], device=loaded.device)  # (1, chunk)
         cache = loaded.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).cache
         cached = cache.get_seq_length()
-        points.append(CachePoint(cached, cache_bytes(cache), cached * per_token))
+        points.append(CachePoint(cached, cache_bytes(cache), formula.bytes_at(cached)))
     return points
 
 
-def formula_curve(bytes_per_token: int, lengths: list[int]) -> list[int]:
-    """Cache bytes at each context length by the formula (a full cache: no sliding window)."""
-    return [bytes_per_token * tokens for tokens in lengths]
+def formula_curve(formula: CacheFormula, lengths: list[int]) -> list[int]:
+    """Cache bytes at each context length by the formula (sliding windows stop growing when full)."""
+    return [formula.bytes_at(tokens) for tokens in lengths]
 
 
 def context_lengths(longest: int, points: int = 48) -> list[int]:

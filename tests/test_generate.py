@@ -110,6 +110,13 @@ def test_a_long_cache_filled_in_chunks_weighs_what_the_formula_says(models):
                                                                                        for n in (256, 512, 600)]
 
 
+def test_sliding_windows_stop_the_formula_where_the_cache_stops():
+    formula = generate.CacheFormula((10, 10, 10), (None, 512, 512))  # Gemma-3-like: windows on two layers
+    assert formula.bytes_per_token == 30
+    assert formula.bytes_at(100) == 3000
+    assert formula.bytes_at(600) == 10 * 600 + 2 * 10 * 511  # transformers keeps window - 1 between steps
+
+
 def test_compare_names_round_trip():
     for name in ("none", "original", "mha", "mqa", "gqa-1", "mla-192", "mla-192-plain", "mla-160-rope32"):
         assert generate.compare_name(generate.compare_spec(name)) == name
@@ -150,12 +157,13 @@ def test_charts_grow_and_refuse_mismatched_inputs():
     assert np.isnan(np.asarray(figure.data[0].z, dtype=float)[0, 6])  # not cached yet at the first step
     with pytest.raises(ValueError, match="token labels"):
         attention_rows_figure(rows, [f"t{i}" for i in range(7)], ["a"], "rows")
-    growth = cache_growth_figure({"mla": ([5, 6], [10, 12])}, {"mla": 2, "original": 4})
+    growth = cache_growth_figure({"mla": ([5, 6], [10, 12])}, {"mla": ([5, 6], [10, 12]), "original": ([5, 6], [20, 24])})
     assert [trace.name for trace in growth.data] == ["mla: formula", "mla: weighed", "original: formula"]
     with pytest.raises(ValueError, match="no formula"):
-        cache_growth_figure({"mla": ([5], [10])}, {"original": 4})
+        cache_growth_figure({"mla": ([5], [10])}, {"original": ([5], [20])})
     lengths = generate.context_lengths(131_072)
     assert {4_096, 32_768, 131_072} <= set(lengths)
-    context = context_figure(lengths, {"a": 2, "b": 4}, {"a": ([256], [512])}, 256)
+    context = context_figure(lengths, {"a": [2 * n for n in lengths], "b": [4 * n for n in lengths]},
+                             {"a": ([256], [512])}, 256)
     assert context.layout.xaxis.type == "log"
     assert kl_figure([0.0, 0.5], 1, ("a", "b")).data[0].y == (0.0, 0.5)

@@ -78,41 +78,37 @@ def _ticks(labels: list[str], most: int = 16) -> tuple[list[int], list[str]]:
 
 def cache_growth_figure(
     measured: Mapping[str, tuple[Sequence[int], Sequence[int]]],
-    bytes_per_token: Mapping[str, int],
+    formula: Mapping[str, tuple[Sequence[int], Sequence[int]]],
     title: str = "KV cache while generating: weighed (solid) against the formula (dashed)",
     height: int = 380,
 ) -> go.Figure:
     """Cache bytes after each step, weighed from the cache tensors, with the formula line of each variant.
 
-    `measured` maps a label to (cached tokens, bytes weighed) after each step; `bytes_per_token` maps a label to the
-    formula's bytes per token, drawn as a dashed line over the same tokens (a label may have a formula only: the
-    original's line when only a variant runs).
+    Both map a label to (cached tokens, bytes) after each step: `measured` weighed, `formula` computed. A label may
+    have a formula only (the original's line when only a variant runs).
     """
-    if not bytes_per_token:
+    if not formula:
         raise ValueError("Give at least one variant's formula to draw.")
-    for label, (tokens, sizes) in measured.items():
+    for label, (tokens, sizes) in [*measured.items(), *formula.items()]:
         if len(tokens) != len(sizes):
             raise ValueError(f"'{label}' has {len(tokens)} token counts for {len(sizes)} cache sizes.")
-        if label not in bytes_per_token:
-            raise ValueError(f"'{label}' was measured but has no formula: give its bytes per token.")
-    ends = [max(tokens) for tokens, _ in measured.values() if len(tokens)]
-    last = max(ends) if ends else 1
-    starts = [min(tokens) for tokens, _ in measured.values() if len(tokens)]
-    first = min(starts) if starts else 0
+    for label in measured:
+        if label not in formula:
+            raise ValueError(f"'{label}' was measured but has no formula line.")
     figure = go.Figure()
-    for i, (label, per_token) in enumerate(bytes_per_token.items()):
+    for i, (label, (tokens, sizes)) in enumerate(formula.items()):
         colour = PALETTE[i % len(PALETTE)]
         figure.add_trace(go.Scatter(
-            x=[first, last], y=[first * per_token / MIB, last * per_token / MIB], mode="lines", name=f"{label}: formula",
+            x=list(tokens), y=[size / MIB for size in sizes], mode="lines", name=f"{label}: formula",
             line={"color": colour, "dash": FORMULA_DASH, "width": 1.5},
-            hovertemplate=f"{label}, formula: {per_token:,} bytes per token<extra></extra>",
+            hovertemplate="%{x} tokens cached: %{y:.3f} MiB by the formula<extra>" + label + "</extra>",
         ))
         if label in measured and len(measured[label][0]):
             tokens, sizes = measured[label]
             figure.add_trace(go.Scatter(
                 x=list(tokens), y=[size / MIB for size in sizes], mode="lines+markers", name=f"{label}: weighed",
                 line={"color": colour, "dash": MEASURED_DASH, "width": 3}, marker={"size": 5},
-                hovertemplate="%{x} tokens cached: %{y:.3f} MiB weighed<extra></extra>",
+                hovertemplate="%{x} tokens cached: %{y:.3f} MiB weighed<extra>" + label + "</extra>",
             ))
     figure.update_layout(title=title, height=height, xaxis_title="tokens in the cache", yaxis_title="MiB",
                          legend={"orientation": "h", "y": -0.25}, margin={"t": 60, "b": 40})
@@ -121,24 +117,28 @@ def cache_growth_figure(
 
 def context_figure(
     lengths: Sequence[int],
-    bytes_per_token: Mapping[str, int],
+    formula: Mapping[str, Sequence[float]],
     measured: Mapping[str, tuple[Sequence[int], Sequence[int]]],
     measured_up_to: int,
     title: str = "Past the steps run: the cache measured up to a budget, the formula beyond",
     height: int = 420,
 ) -> go.Figure:
     """Cache against context length on log axes: weighed points up to `measured_up_to` tokens (markers), the formula
-    beyond (dashed); the sizes at 4k, 32k and 128k are written where the axis reaches them."""
+    (`formula`: label -> bytes at each length) dashed; the sizes at 4k, 32k and 128k are written where the axis
+    reaches them."""
     contexts = list(lengths)
     if not contexts or contexts[0] < 1 or any(b <= a for a, b in zip(contexts, contexts[1:])):
         raise ValueError("Give increasing context lengths of 1 token or more.")
-    if not bytes_per_token:
+    if not formula:
         raise ValueError("Give at least one variant's formula to draw.")
     figure = go.Figure()
-    for i, (label, per_token) in enumerate(bytes_per_token.items()):
+    for i, (label, sizes) in enumerate(formula.items()):
+        if len(sizes) != len(contexts):
+            raise ValueError(f"'{label}' has {len(sizes)} cache sizes for {len(contexts)} context lengths.")
         colour = PALETTE[i % len(PALETTE)]
+        at = dict(zip(contexts, sizes))
         figure.add_trace(go.Scatter(
-            x=contexts, y=[tokens * per_token / MIB for tokens in contexts], mode="lines", name=f"{label}: formula",
+            x=contexts, y=[size / MIB for size in sizes], mode="lines", name=f"{label}: formula",
             line={"color": colour, "dash": FORMULA_DASH}, hovertemplate="%{x:,} tokens: %{y:,.1f} MiB by the formula"
             "<extra>" + label + "</extra>",
         ))
@@ -150,9 +150,9 @@ def context_figure(
                 hovertemplate="%{x:,} tokens: %{y:,.2f} MiB weighed<extra>" + label + "</extra>",
             ))
         for mark in MARKS:
-            if contexts[0] <= mark <= contexts[-1]:
-                figure.add_annotation(x=math.log10(mark), y=math.log10(mark * per_token / MIB),
-                                      text=_mib_text(mark * per_token), showarrow=False, xanchor="left",
+            if mark in at and at[mark] > 0:
+                figure.add_annotation(x=math.log10(mark), y=math.log10(at[mark] / MIB),
+                                      text=_mib_text(at[mark]), showarrow=False, xanchor="left",
                                       font={"color": colour, "size": 10}, xshift=4)
     figure.add_vrect(x0=contexts[0], x1=max(measured_up_to, contexts[0]), fillcolor="#16a34a", opacity=0.07,
                      line_width=0, annotation_text=f"measured ≤ {measured_up_to:,} tokens",

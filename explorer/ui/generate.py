@@ -134,7 +134,7 @@ def run_generation(key: str, spec: VariantSpec, text: str, setup: GenerateSetup)
                 slots = {name: st.empty() for name in ("text", "metrics", "attention")}
             sides.append(_Side(loaded, each, generate.start(loaded, each, ids), slots))
         below = {name: st.empty() for name in ("cache", "times")}
-    original_bytes = generate.formula_bytes_per_token(models[0], VariantSpec("original"))
+    original = generate.cache_formula(models[0], VariantSpec("original"))
     kept = {"key": run_key, "runs": [(side.loaded, side.generation) for side in sides], "done": False,
             "stopped": False}
     st.session_state["generation"] = kept
@@ -150,7 +150,7 @@ def run_generation(key: str, spec: VariantSpec, text: str, setup: GenerateSetup)
                         generate.add(side.generation, step, side.loaded)
                         _draw_side(side, setup.layer, live=True, charts=charts)
                 if charts:
-                    below["cache"].plotly_chart(_cache_figure(sides, original_bytes))
+                    below["cache"].plotly_chart(_cache_figure(sides, original))
                     drawn = time.monotonic()
     except guard.MemoryLimitError as error:
         st.error(str(error))
@@ -258,12 +258,14 @@ def _attention_figure(generation: Generation, layer: int):
                                  f"{generation.label}, layer {layer}: each new token's attention")
 
 
-def _cache_figure(sides: list[_Side], original_bytes: int):
+def _cache_figure(sides: list[_Side], original: generate.CacheFormula):
     measured = {side.generation.label: ([s.cached_tokens for s in side.generation.steps],
                                         [s.cache_bytes for s in side.generation.steps]) for side in sides}
-    formulas = {side.generation.label: side.generation.bytes_per_token for side in sides}
-    if "original" not in formulas:
-        formulas["original"] = original_bytes  # the original's line, even when only a variant runs
+    formulas = {side.generation.label: ([s.cached_tokens for s in side.generation.steps],
+                                        [s.formula_bytes for s in side.generation.steps]) for side in sides}
+    if "original" not in formulas:  # the original's line, even when only a variant runs
+        tokens = measured[sides[0].generation.label][0]
+        formulas["original"] = (tokens, [original.bytes_at(n) for n in tokens])
     return cache_growth_figure(measured, formulas)
 
 
@@ -292,8 +294,7 @@ def show_generation(runs: list[tuple], layer: int) -> None:
         )
         chart(kl_figure(comparison.kl, where, (first.label, second.label)), key="gen-kl",
               numbers=export.series("step", list(range(len(comparison.kl))), {"kl_nats": comparison.kl}))
-    original_bytes = generate.formula_bytes_per_token(runs[0][0], VariantSpec("original"))
-    cache = _cache_figure(sides, original_bytes)
+    cache = _cache_figure(sides, generate.cache_formula(runs[0][0], VariantSpec("original")))
     chart(cache, key="gen-cache", numbers=export.Table(
         [{"variant": g.label, "step": s.index, "cached_tokens": s.cached_tokens, "cache_bytes_measured": s.cache_bytes,
           "cache_bytes_formula": s.formula_bytes, "seconds": s.seconds} for _, g in runs for s in g.steps], {}))
@@ -341,7 +342,7 @@ def context_chart(key: str, spec: VariantSpec, compare: VariantSpec | None, text
         conversion = get_conversion(key, each)
         if conversion is None:
             return
-        formulas[each.label()] = generate.formula_bytes_per_token(conversion.loaded, each)
+        formulas[each.label()] = generate.cache_formula(conversion.loaded, each)
         if weighed:
             try:
                 points = _weighed(key, each, text, budget)
@@ -351,16 +352,17 @@ def context_chart(key: str, spec: VariantSpec, compare: VariantSpec | None, text
             measured[each.label()] = ([p.tokens for p in points], [p.measured_bytes for p in points])
     lengths = generate.context_lengths(horizon)
     up_to = budget if weighed else 0
-    figure = context_figure(lengths, formulas, measured, up_to,
+    curves = {label: generate.formula_curve(formula, lengths) for label, formula in formulas.items()}
+    figure = context_figure(lengths, curves, measured, up_to,
                             title=f"The cache out to {horizon:,} tokens: " + (f"weighed up to {budget:,}, "
                                   "formula beyond" if weighed else "formula (weigh real caches with the button)"))
     chart(figure, key="gen-context", numbers=export.Table(
-        [{"variant": label, "tokens": n, "formula_bytes": n * per_token} for label, per_token in formulas.items()
-         for n in lengths] + [{"variant": label, "tokens": n, "measured_bytes": b}
+        [{"variant": label, "tokens": n, "formula_bytes": b} for label, sizes in curves.items()
+         for n, b in zip(lengths, sizes)] + [{"variant": label, "tokens": n, "measured_bytes": b}
                               for label, (ns, bs) in measured.items() for n, b in zip(ns, bs)], {}))
-    lines = [f"{label}: " + ", ".join(f"{n // 1024}k → {n * per_token / 2**30:,.2f} GiB"
+    lines = [f"{label}: " + ", ".join(f"{n // 1024}k → {formula.bytes_at(n) / 2**30:,.2f} GiB"
                                       for n in (4_096, 32_768, 131_072) if n <= horizon)
-             for label, per_token in formulas.items()]
+             for label, formula in formulas.items()]
     st.caption("By the formula, at this model's float32: " + "; ".join(lines) + ".")
 
 
