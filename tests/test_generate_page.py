@@ -28,7 +28,7 @@ def test_a_link_generates_both_variants_and_weighs_their_caches():
     rows = specs["mla naive r=192 plain, layer 2: each new token's attention"]
     assert len(rows["data"]) == 9  # one heatmap per head
     assert array(rows["data"][0]["z"]).shape[0] == 5  # one row per generated token
-    cache = specs["KV cache while generating: weighed (solid) against the formula (dashed)"]
+    cache = specs["KV cache while generating: weighed (points) against the formula (dashed)"]
     weighed = {trace["name"]: array(trace["y"]) for trace in cache["data"] if trace["name"].endswith("weighed")}
     prompt = 8  # tokens of the prompt; after step i the cache holds prompt + i
     tokens = np.arange(prompt, prompt + 5)

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 MIB = 2**20
-MEASURED_DASH, FORMULA_DASH = "solid", "dash"
+FORMULA_DASH = "dash"
 PALETTE = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2")  # first variant, second, original, others
 MARKS = (4_096, 32_768, 131_072)  # context lengths where the variants' separation is read off
 
@@ -79,7 +79,7 @@ def _ticks(labels: list[str], most: int = 16) -> tuple[list[int], list[str]]:
 def cache_growth_figure(
     measured: Mapping[str, tuple[Sequence[int], Sequence[int]]],
     formula: Mapping[str, tuple[Sequence[int], Sequence[int]]],
-    title: str = "KV cache while generating: weighed (solid) against the formula (dashed)",
+    title: str = "KV cache while generating: weighed (points) against the formula (dashed)",
     height: int = 380,
 ) -> go.Figure:
     """Cache bytes after each step, weighed from the cache tensors, with the formula line of each variant.
@@ -100,14 +100,14 @@ def cache_growth_figure(
         colour = PALETTE[i % len(PALETTE)]
         figure.add_trace(go.Scatter(
             x=list(tokens), y=[size / MIB for size in sizes], mode="lines", name=f"{label}: formula",
-            line={"color": colour, "dash": FORMULA_DASH, "width": 1.5},
+            line={"color": colour, "dash": FORMULA_DASH, "width": 2},
             hovertemplate="%{x} tokens cached: %{y:.3f} MiB by the formula<extra>" + label + "</extra>",
         ))
         if label in measured and len(measured[label][0]):
             tokens, sizes = measured[label]
             figure.add_trace(go.Scatter(
-                x=list(tokens), y=[size / MIB for size in sizes], mode="lines+markers", name=f"{label}: weighed",
-                line={"color": colour, "dash": MEASURED_DASH, "width": 3}, marker={"size": 5},
+                x=list(tokens), y=[size / MIB for size in sizes], mode="markers", name=f"{label}: weighed",
+                marker={"color": colour, "size": 7},  # points on the dashed formula line where they agree
                 hovertemplate="%{x} tokens cached: %{y:.3f} MiB weighed<extra>" + label + "</extra>",
             ))
     figure.update_layout(title=title, height=height, xaxis_title="tokens in the cache", yaxis_title="MiB",
