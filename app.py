@@ -18,6 +18,7 @@ pages = st.navigation(
         st.Page("views/cross_attention.py", title="Cross-attention", icon="🔀"),
         st.Page("views/variant_lab.py", title="Variant lab", icon="🧪"),
         st.Page("views/kv_cache.py", title="KV cache", icon="🧮"),
+        st.Page("views/generate.py", title="Generate", icon="✍️"),
         st.Page("views/scaling.py", title="Scaling", icon="📈"),
     ]
 )

@@ -7,6 +7,8 @@ happen where the model is known, with the same kind of notice.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
@@ -69,6 +71,15 @@ class ViewState:
     voice: str = DEFAULT_VOICE  # espeak-ng voice
     speed: int = DEFAULT_SPEED  # espeak-ng words per minute
     under: str = "waveform"  # drawn under the cross-attention on the same time axis: waveform or spectrogram
+    # generate
+    steps: int = 32  # tokens generated
+    compare: str = "original"  # second variant beside the first: none, original, mha, mqa, gqa-3, mla-192,
+    # mla-192-plain or mla-160-rope32 (explorer.generate.compare_spec reads it)
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # sample from the k most likely tokens only (0: all)
+    top_p: float = 1.0  # sample from the smallest set of tokens holding this much probability (1: all)
+    seed: int = 0  # seeds the sampler
+    horizon: int = 131_072  # context length the cache chart extends to (formula beyond what was measured)
 
 
 # name -> (smallest, largest) accepted for whole-number parameters
@@ -91,7 +102,13 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "cross_head": (0, 1_000),
     "speed": SPEEDS,
     "uptrain_tokens": (1, 1 << 24),  # the lab offers the budgets its settings allow; others get its notice
+    "steps": (1, 512),  # hosted servers allow fewer; the generate page says so
+    "top_k": (0, 1_000),
+    "seed": (0, 2**31 - 1),
+    "horizon": (16, 1 << 20),
 }
+FLOAT_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.0, 5.0), "top_p": (0.01, 1.0)}
+COMPARE_PATTERN = re.compile(r"none|original|mha|mqa|gqa-\d{1,4}|mla-\d{1,5}(-plain)?(-rope\d{1,4})?")
 INT_STEPS: dict[str, int] = {"measure_tokens": 16}  # whole-number parameters that move in steps
 SWITCHES = ("log_colours", "log_context")  # on/off parameters, written 1 or 0
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -154,6 +171,23 @@ def parse_query(params: Mapping[str, str]) -> tuple[ViewState, list[str]]:
                 )
             else:
                 changes[name] = value
+        elif name in FLOAT_RANGES:
+            low, high = FLOAT_RANGES[name]
+            try:
+                number = float(raw)
+            except ValueError:
+                number = math.nan
+            if low <= number <= high:
+                changes[name] = number
+            else:
+                notices.append(f"The link's {name.replace('_', '-')} '{_shown(raw)}' is not a number from {low:g} to "
+                               f"{high:g}; using {getattr(default, name):g}.")
+        elif name == "compare":
+            if COMPARE_PATTERN.fullmatch(raw.lower()):
+                changes[name] = raw.lower()
+            else:
+                notices.append(f"The link's compare '{_shown(raw)}' names no variant (use none, original, mqa, gqa-3, "
+                               "mla-192 or mla-160-rope32); comparing with the original.")
         elif name in SWITCHES:
             if raw.lower() in ("1", "true", "0", "false"):
                 changes[name] = raw.lower() in ("1", "true")
@@ -221,6 +255,8 @@ def to_query(state: ViewState) -> dict[str, str]:
             value = f"{value[0]}-{value[1]}"
         elif isinstance(value, bool):
             value = int(value)
+        elif isinstance(value, float):
+            value = f"{value:g}"
         query[f.name] = str(value)
     return query
 

@@ -8,8 +8,10 @@
 - `uptraining`: the lab's uptraining section;
 - `committed`: committed uptraining runs of every device, side by side.
 - `hearing`: what Whisper hears: the clip, the cached run, words that play their span.
+- `generate`: the generate page's controls, live run and context chart.
 """
 
+from explorer.ui.generate import context_chart, generate_controls, run_generation, show_generation
 from explorer.ui.hearing import audio_for, get_hearing, is_whisper, word_player
 from explorer.ui.lab import (
     absorb_gap,
