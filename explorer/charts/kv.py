@@ -1,6 +1,7 @@
 """KV-cache pictures: pure functions from context lengths and byte counts (or tokens/s) to plotly figures.
 
-Memory is drawn in GiB (2^30 bytes), the unit GPU memory sizes are really in; the numbers come from explorer.kv.
+Memory is drawn in GiB (2^30 bytes); GPU lines are what a framework can allocate (explorer.hardware). The numbers
+come from explorer.kv and explorer.roofline.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def cache_size_figure(
 
     `cache_bytes` maps a series label to cache bytes at each context length; `memory_lines` maps a label
     ("80 GB: H100 SXM") to a memory size in bytes, drawn as a horizontal line; `longest_fits` lists
-    (series label, memory label, tokens) points to mark where a curve meets a line (explorer.kv.longest_context).
+    (series label, memory label, tokens) points to mark where a curve meets a line (explorer.roofline.longest_context).
     """
     contexts = _check_contexts(context_lengths, log_x)
     _check_series(cache_bytes, len(contexts), "cache-bytes", allow_nan=False)
@@ -133,7 +134,7 @@ def roofline_figure(
 ) -> go.Figure:
     """Decode speed bound (tokens/s) against context length, one curve per variant, for one GPU.
 
-    NaN marks a context where weights and cache do not fit (explorer.kv.roofline_curve): the curve stops there.
+    NaN marks a context where weights and cache do not fit (explorer.roofline.roofline_curve): the curve stops there.
     """
     contexts = _check_contexts(context_lengths, log_x)
     _check_series(tokens_per_second, len(contexts), "tokens-per-second", allow_nan=True)
