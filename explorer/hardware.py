@@ -76,8 +76,13 @@ def gpu_named(name: str) -> GPU:
 
 
 def gpu_memory_lines(gpus: Sequence[GPU] = GPUS) -> dict[str, int]:
-    """One line per memory size, named by its GPUs: {"79.1 GiB: H100 SXM": bytes a framework can allocate}."""
-    names_by_size: dict[float, list[str]] = {}
+    """One line per memory class, named by its GPUs: {"79.1 GiB: A100 80GB SXM, H100 SXM": bytes}. GPUs sold with
+    the same "GB" share a line at the least any of them lets a framework allocate."""
+    by_class: dict[float, list[GPU]] = {}
     for gpu in gpus:
-        names_by_size.setdefault(gpu.memory_gib, []).append(gpu.name)
-    return {f"{size:.1f} GiB: {', '.join(names)}": int(size * 2**30) for size, names in sorted(names_by_size.items())}
+        by_class.setdefault(gpu.memory_gb, []).append(gpu)
+    lines = {}
+    for _, members in sorted(by_class.items()):
+        size = min(gpu.memory_gib for gpu in members)
+        lines[f"{size:.1f} GiB: {', '.join(gpu.name for gpu in members)}"] = int(size * 2**30)
+    return lines

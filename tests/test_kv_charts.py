@@ -31,11 +31,10 @@ def test_context_grid_runs_from_one_token_to_a_million_and_keeps_windows():
 
 def test_memory_lines_merge_gpus_of_one_size():
     lines = gpu_memory_lines()  # what a framework can allocate, not the vendor's decimal GB
-    assert list(lines) == ["23.6 GiB: RTX 4090", "45.0 GiB: L40S", "79.1 GiB: H100 SXM", "79.2 GiB: A100 80GB SXM",
+    assert list(lines) == ["23.6 GiB: RTX 4090", "45.0 GiB: L40S", "79.1 GiB: A100 80GB SXM, H100 SXM",
                            "139.8 GiB: H200"]
-    assert lines["79.1 GiB: H100 SXM"] == int(79.11 * GIB) < 80 * GIB  # not the 80 GiB an "80 GB" label suggests
-    two = gpu_memory_lines([gpu_named("H100 SXM"), gpu_named("H100 SXM")])
-    assert list(two) == ["79.1 GiB: H100 SXM, H100 SXM"]  # GPUs of one size share a line
+    # "80 GB" GPUs share a line at the least either lets a framework allocate, not the 80 GiB the label suggests
+    assert lines["79.1 GiB: A100 80GB SXM, H100 SXM"] == int(79.11 * GIB) < 80 * GIB
 
 
 def test_cache_size_figure(llama):
@@ -52,14 +51,14 @@ def test_cache_size_figure(llama):
     assert gqa.y[0] == pytest.approx((weights + 128 * 1024) / GIB)  # one token: weights + 128 KiB
     assert figure.layout.xaxis.type == "log"
     horizontal = sorted(shape.y0 for shape in figure.layout.shapes)
-    assert horizontal == pytest.approx(sorted([weights / GIB, 23.65, 44.99, 79.11, 79.25, 139.81]))
+    assert horizontal == pytest.approx(sorted([weights / GIB, 23.65, 44.99, 79.11, 139.81]))
     texts = [annotation.text for annotation in figure.layout.annotations]
     assert "139.8 GiB: H200" in texts and any(text.startswith("weights 15.0 GiB") for text in texts)
     markers = [trace for trace in figure.data if trace.mode == "markers+text"]
     drawn = {(series, memory): tokens for series, memory, tokens in fits if tokens <= contexts[-1]}
     assert len(markers) == len(drawn)
-    marker = next(m for m in markers if m.name == "GQA (8 KV heads), as built fits 79.1 GiB: H100 SXM")
-    assert marker.x[0] == drawn[("GQA (8 KV heads), as built", "79.1 GiB: H100 SXM")]
+    marker = next(m for m in markers if m.name == "GQA (8 KV heads), as built fits 79.1 GiB: A100 80GB SXM, H100 SXM")
+    assert marker.x[0] == drawn[("GQA (8 KV heads), as built", "79.1 GiB: A100 80GB SXM, H100 SXM")]
     assert marker.y[0] == pytest.approx(79.11)
 
 

@@ -20,12 +20,13 @@ st.caption(
 ui.explain("kv_cache")
 
 references = reference_models()
-left, middle, weights_column, right = st.columns([3, 2, 2, 1])
+left, right = st.columns([3, 1])
 config_name, config = ui.config_picker(left, references)
-dtype = middle.segmented_control("Cache dtype", list(DTYPE_BITS), default=state.dtype) or state.dtype
+batch = right.number_input("Batch (sequences)", 1, 4096, state.batch)
+cache_column, weights_column = st.columns(2)
+dtype = cache_column.segmented_control("Cache dtype", list(DTYPE_BITS), default=state.dtype) or state.dtype
 weights_dtype = weights_column.segmented_control("Weights dtype", list(DTYPE_BITS),
                                                  default=state.weights_dtype) or state.weights_dtype
-batch = right.number_input("Batch", 1, 4096, state.batch, help="sequences decoded together")
 grid = roofline.context_grid(2**20, points=21)
 tokens = st.select_slider("Context length", options=grid, value=min(grid, key=lambda t: abs(t - state.tokens)),
                           format_func=lambda t: f"{t:,}")
@@ -92,6 +93,10 @@ else:
              numbers=export.series("context (tokens)", contexts, speeds, unit="decode tokens/s at most",
                                    model=config_name, gpu=gpu.name, dtype=dtype, weights_dtype=weights_dtype,
                                    batch=batch))
+    if weight_bytes > gpu.memory_bytes:
+        st.info(f"The weights alone ({weight_bytes / 2**30:,.1f} GiB in {weights_dtype}) do not fit in the "
+                f"{gpu.memory_gib:g} GiB of one {gpu.name}, so no line is drawn: such a model is served split over "
+                "several GPUs.")
     read = weights.read_bytes(int(batch))
     moe = (f" An MoE step reads only the experts its tokens picked: {read / 2**30:,.1f} of "
            f"{weight_bytes / 2**30:,.1f} GiB of weights at batch {batch}." if read < weight_bytes else "")
