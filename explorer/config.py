@@ -2,21 +2,21 @@
 window of every layer, mixture of experts and tied embeddings. Every module that needs a model's shape (cache
 size, parameters, the memory guard, the masks of a run, variant specs) reads it from `read_config`.
 
-Sources (`load_config`): a dict, pasted config.json text, a transformers config object, a reference name
-(assets/configs), a config.json path or folder, or (online only) a hub id. Remote code never runs.
+Sources (`explorer.config_sources.load_config`): a dict, pasted config.json text, a transformers config object, a
+reference name (assets/configs), a config.json path or folder, or (online only) a hub id. Remote code never runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Literal
 
-from explorer.catalogue import ModelKind, local_path, model_kind
+from explorer.catalogue import ModelKind, model_kind
+from explorer.config_sources import load_config, reference_models
 
 Attention = Literal["mha", "gqa", "mqa", "mla"]  # the one spelling of attention variants, everywhere
 ATTENTIONS: tuple[Attention, ...] = ("mha", "gqa", "mqa", "mla")
@@ -24,7 +24,8 @@ Variant = Literal["original", Attention]  # a model as built, or converted to on
 VARIANTS: tuple[str, ...] = ("original", *ATTENTIONS)
 BlockStyle = Literal["llama", "gpt2", "falcon", "bert"]  # which layer recipe the parameter count follows
 
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "assets" / "configs"
+__all__ = ["ATTENTIONS", "VARIANTS", "Attention", "BlockStyle", "ModelConfig", "Variant", "classify", "load_config",
+           "read_config", "reference_models"]  # the sources are re-exported: a config is read from them
 
 
 @dataclass(frozen=True)
@@ -114,80 +115,6 @@ def classify(kv_heads: int, query_heads: int) -> Attention:
     if kv_heads == query_heads:
         return "mha"
     return "mqa" if kv_heads == 1 else "gqa"
-
-
-# --- sources of a config ----------------------------------------------------------------------------------------
-
-def reference_models() -> dict[str, dict]:
-    """The reference configs shipped in assets/configs, by file stem ("llama-2-7b"), each with its "_source"."""
-    return {path.stem: json.loads(path.read_text()) for path in sorted(REFERENCE_DIR.glob("*.json"))}
-
-
-def load_config(source) -> dict:
-    """A config as a plain dict, from anything `read_config` accepts."""
-    if isinstance(source, ModelConfig):
-        raise TypeError("This is already a ModelConfig: pass it on as it is.")
-    if isinstance(source, dict):
-        return source
-    if hasattr(source, "to_dict"):  # a transformers config object
-        return source.to_dict()
-    text = str(source).strip()
-    if text.startswith("{"):  # pasted config.json
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"The pasted config is not valid JSON ({error}); paste the whole config.json.")
-    references = reference_models()
-    if text in references:
-        return references[text]
-    for reference in references.values():  # a hub id we ship a reference copy of: no network needed
-        if reference["_source"].split(" ")[0].lower() == text.lower():
-            return reference
-    path = local_path(text)
-    if path.is_dir():
-        path = path / "config.json"
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); paste the model's config.json as it is.")
-    return _config_from_hub(text, sorted(references))
-
-
-def _config_from_hub(model_id: str, reference_names: list[str]) -> dict:
-    """Fetch a hub id's config (no remote code); say in a sentence what to do when that is impossible."""
-    offline_hint = (
-        f"Paste its config.json, give a path to one, or pick a reference model: {', '.join(reference_names)}."
-    )
-    if "/" not in model_id:
-        raise ValueError(f"'{model_id}' is neither a reference model, a file nor a hub id. {offline_hint}")
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
-        raise ValueError(f"Cannot fetch the config of '{model_id}': this machine is offline. {offline_hint}")
-    from transformers import AutoConfig  # only when a hub id is asked for: importing it costs seconds
-
-    try:
-        return AutoConfig.from_pretrained(model_id, trust_remote_code=False).to_dict()
-    except (OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0][:200]
-        raise ValueError(
-            f"Could not fetch the config of '{model_id}' ({reason}). Check the id; configs that need remote "
-            f"code are not read. {offline_hint}"
-        ) from error
-
-
-def _hub_reachable(timeout_seconds: float = 3.0) -> bool:
-    """Can this machine open a connection to the hub? (Saves the hub client's half-minute of retries.)"""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    endpoint = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_seconds).close()
-        return True
-    except OSError:
-        return False
 
 
 # --- reading the fields -----------------------------------------------------------------------------------------
