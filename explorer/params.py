@@ -24,6 +24,7 @@ class ParameterEstimate:
     routed_experts: int  # E, routed experts per MoE layer
     experts_per_token: int  # k, routed experts each token uses
     moe_layers: int  # layers whose MLP is a mixture of experts
+    attention: int  # parameters of every layer's attention (replicated per rank under data-parallel attention)
     fields_used: dict[str, object]  # config field -> value behind the estimate
 
     @property
@@ -126,6 +127,7 @@ def estimate_parameters(config) -> ParameterEstimate:
         routed_experts=model.routed_experts,
         experts_per_token=k,
         moe_layers=model.moe_layers,
+        attention=model.num_layers * attention,
         fields_used=model.fields_used,
     )
 
