@@ -69,3 +69,24 @@ def test_capacity_of_a_deployment():
     assert batch == (H100.memory_bytes - held) // (4096 * per_token)
     with pytest.raises(ValueError, match="at least one GPU"):
         Deployment(H100, 0)
+
+
+def test_the_command_line_answers_for_a_deployment(capsys):
+    import json
+
+    from explorer.__main__ import main
+
+    assert main(["kv", "--config", "llama-3-8b", "--gpu", "H100 SXM", "--gpus", "2", "--parallel", "tp",
+                 "--weights-dtype", "fp8", "--dtype", "bf16", "--tokens", "8192", "--batch", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    parameters = estimate_parameters("llama-3-8b")
+    cache = 4 * 8192 * 128 * 1024 / 2  # 8 KV heads split over 2 ranks
+    assert report["per_gpu_bytes"] == {"weights": parameters.total / 2, "kv_cache": cache,
+                                       "total": parameters.total / 2 + cache}
+    assert report["fits"] and report["bound_by"] == "memory"
+    assert report["max_batch"] == (H100.memory_bytes - parameters.total // 2) // (8192 * 64 * 1024)
+    assert report["longest_context"] == (H100.memory_bytes - parameters.total // 2) // (4 * 64 * 1024)
+    bound = decode_bound(read_config("llama-3-8b"), parameters, "fp8", Deployment(H100, 2), 8192, 4)
+    assert report["decode_tokens_per_s"] == pytest.approx(bound.tokens_per_s)
+    assert main(["kv", "--config", "llama-3-8b", "--gpus", "0"]) == 2  # a sentence, not a traceback
+    assert "at least one GPU" in capsys.readouterr().err
