@@ -150,3 +150,41 @@ def max_batch(layout, parameters, weights_dtype, deployment, tokens, cache_dtype
     """The most sequences of `tokens` tokens whose cache fits on every GPU beside its weights (0: none)."""
     return _largest(lambda batch: per_gpu(layout, parameters, weights_dtype, deployment, tokens, batch,
                                           cache_dtype).fits)
+
+
+def default_deployment(layout: ModelConfig, parameters: ParameterEstimate | None, weights_dtype: str,
+                       gpu: GPU) -> Deployment:
+    """A deployment that can serve the model: the fewest of `gpu` (1, 2, 4, 8, then whole nodes) whose memory
+    holds the weights with a fifth left for the cache; data-parallel attention for MLA (its latent cannot be split
+    by head), tensor parallel otherwise."""
+    parallel: Parallel = "dp-attention" if layout.attention == "mla" else "tp"
+    for count in (1, 2, 4, 8, 16, 24, 32, 48, 64):
+        deployment = Deployment(gpu, count, parallel)
+        if parameters is None:
+            return deployment
+        if per_gpu(layout, parameters, weights_dtype, deployment, 1).weights <= 0.8 * gpu.memory_bytes:
+            return deployment
+    return Deployment(gpu, 64, parallel)
+
+
+def capacity_table(layouts, parameters: ParameterEstimate, weights_dtype: str, deployment: Deployment, tokens: int,
+                   batch: int, cache_dtype: str) -> list[dict[str, object]]:
+    """One row per variant on a deployment: memory per GPU, longest context at `batch`, largest batch at `tokens`,
+    and the decode bound of the batch with what bounds it."""
+    rows = []
+    for layout in layouts:
+        share = per_gpu(layout, parameters, weights_dtype, deployment, tokens, batch, cache_dtype)
+        bound = decode_bound(layout, parameters, weights_dtype, deployment, tokens, batch, cache_dtype)
+        longest = longest_context(layout, parameters, weights_dtype, deployment, batch, cache_dtype)
+        rows.append({
+            "variant": layout.legend,
+            "cache / GPU (GiB)": round(share.kv_cache / 2**30, 2),
+            "weights + cache / GPU (GiB)": round(share.total / 2**30, 1),
+            "fits": share.fits,
+            f"longest context at batch {batch}": "no limit" if longest is None else f"{longest:,}",
+            f"largest batch at {tokens:,} tokens": max_batch(layout, parameters, weights_dtype, deployment, tokens,
+                                                             cache_dtype),
+            "decode tokens/s (batch)": round(bound.tokens_per_s, 1),
+            "bound by": bound.bound_by,
+        })
+    return rows

@@ -51,7 +51,7 @@ def test_measured_cache_equals_the_formula_in_every_variant(kv_page):
     kv_page.run()
     kv_page.button(key="measure").click().run()
     assert not kv_page.exception
-    measured = kv_page.dataframe[1].value
+    measured = kv_page.dataframe[2].value  # after the variants and the deployment tables
     assert len(measured) == 4
     assert (measured["measured bytes"] == measured["formula bytes"]).all()
     assert list(measured["values / token / layer"]) == [384, 1152, 128, 128]
@@ -83,3 +83,24 @@ def test_the_variant_lab_choice_joins_the_chart():
     kv_page.run()
     curve = figures(kv_page)["Memory for weights and KV cache"]
     assert "MLA (96 + 0)" in [trace["name"] for trace in curve["data"]]
+
+
+def test_a_link_restores_a_deployment_and_its_capacity():
+    from explorer.config import read_config
+    from explorer.deployment import Deployment, capacity_table
+    from explorer.hardware import gpu_named
+    from explorer.kv import variant_layouts
+    from explorer.params import estimate_parameters
+
+    kv_page = open_kv_page({"config": "deepseek-v3", "weights_dtype": "fp8", "gpus": "8", "parallel": "dp-attention",
+                            "tokens": "32768", "batch": "64"})
+    kv_page.run()
+    assert not kv_page.exception
+    capacity = kv_page.dataframe[1].value
+    layout = read_config("deepseek-v3")
+    expected = capacity_table(variant_layouts(layout), estimate_parameters(layout), "fp8",
+                              Deployment(gpu_named("H200"), 8, "dp-attention"), 32768, 64, "bf16")
+    mla = capacity.iloc[[row["variant"] for row in expected].index("MLA (512 + 64), as built")]
+    assert mla["largest batch at 32,768 tokens"] == expected[2]["largest batch at 32,768 tokens"] > 64
+    assert mla["fits"] and mla["bound by"] == "memory"
+    assert any("8×H200 (dp-attention)" in caption.value for caption in kv_page.caption)

@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from explorer import deployment as serving
 from explorer import export, kv, roofline, ui
 from explorer.charts.kv import cache_size_figure, roofline_figure
 from explorer.config import read_config, reference_models
@@ -105,6 +106,37 @@ else:
         f"GB/s ÷ (weights read + cache) × batch.{moe} Lines stop where all the weights and the cache no longer fit "
         f"in the {gpu.memory_gib:g} GiB a framework can allocate on a {gpu.memory_gb:g} GB {gpu.name}. "
         f"Sources: {gpu.source}; {gpu.memory_source}."
+    )
+
+st.subheader("Serving it: memory per GPU, capacity and both ceilings")
+if weights is None:
+    st.info("A deployment needs the weights, which this config cannot give.")
+else:
+    parameters = estimate_parameters(layout)
+    default = serving.default_deployment(layout, parameters, weights_dtype, gpu)
+    count_column, parallel_column = st.columns(2)
+    count = count_column.number_input(f"{gpu.name} GPUs", 1, 64, state.gpus or default.count)
+    parallel = parallel_column.radio(
+        "Split", serving.PARALLELS, index=serving.PARALLELS.index(state.parallel or default.parallel), horizontal=True,
+        format_func={"tp": "tensor parallel", "dp-attention": "data-parallel attention"}.get)
+    ui.set_view(gpus=None if count == default.count else int(count),
+                parallel=None if parallel == default.parallel else parallel)
+    deployment = serving.Deployment(gpu, int(count), parallel)
+    share = serving.per_gpu(layout, parameters, weights_dtype, deployment, tokens, batch, dtype)
+    bound = serving.decode_bound(layout, parameters, weights_dtype, deployment, tokens, batch, dtype)
+    held, cache, room = st.columns(3)
+    held.metric("Weights per GPU", f"{share.weights / 2**30:,.1f} GiB")
+    cache.metric("Cache per GPU", f"{share.kv_cache / 2**30:,.2f} GiB")
+    room.metric("Headroom per GPU", f"{(gpu.memory_bytes - share.total) / 2**30:,.1f} GiB")
+    capacity_rows = serving.capacity_table(layouts, parameters, weights_dtype, deployment, tokens, batch, dtype)
+    st.dataframe(pd.DataFrame(capacity_rows), hide_index=True)
+    st.caption(
+        f"{deployment.label}, {weights_dtype} weights, {dtype} cache, {batch} sequences of {tokens:,} tokens. Tensor "
+        "parallelism splits the weights and the KV heads (past the KV-head count, heads are replicated; an MLA "
+        "latent is kept whole on every rank); data-parallel attention keeps each GPU's own sequences' cache and a "
+        f"whole copy of the attention weights. Decode is bound by {bound.bound_by} here: memory allows "
+        f"{bound.memory_tokens_per_s:,.0f} tokens/s, compute {bound.compute_tokens_per_s:,.0f} "
+        f"({gpu.peak_flops(weights_dtype) / 1e12:,.0f} dense TFLOP/s per GPU)."
     )
 
 st.subheader("Measured on the loaded model")
