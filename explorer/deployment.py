@@ -188,3 +188,24 @@ def capacity_table(layouts, parameters: ParameterEstimate, weights_dtype: str, d
             "bound by": bound.bound_by,
         })
     return rows
+
+
+def batch_grid(max_batch_size: int = 4096) -> list[int]:
+    """Batch sizes 1, 2, 4, ... up to `max_batch_size` (for the ceilings against batch)."""
+    return [2**i for i in range(max_batch_size.bit_length()) if 2**i <= max_batch_size]
+
+
+def ceiling_curves(layouts, parameters: ParameterEstimate, weights_dtype: str, deployment: Deployment, tokens: int,
+                   batches, cache_dtype: str) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(memory ceiling, compute ceiling) of the whole batch's decode tokens/s at each batch size, by variant legend;
+    NaN where weights and cache do not fit on the deployment (for explorer.charts.kv.ceilings_figure)."""
+    memory: dict[str, list[float]] = {}
+    compute: dict[str, list[float]] = {}
+    for layout in layouts:
+        memory[layout.legend], compute[layout.legend] = [], []
+        for batch in batches:
+            fits = per_gpu(layout, parameters, weights_dtype, deployment, tokens, batch, cache_dtype).fits
+            bound = decode_bound(layout, parameters, weights_dtype, deployment, tokens, batch, cache_dtype)
+            memory[layout.legend].append(bound.memory_tokens_per_s if fits else math.nan)
+            compute[layout.legend].append(bound.compute_tokens_per_s if fits else math.nan)
+    return memory, compute

@@ -90,3 +90,26 @@ def test_the_command_line_answers_for_a_deployment(capsys):
     assert report["decode_tokens_per_s"] == pytest.approx(bound.tokens_per_s)
     assert main(["kv", "--config", "llama-3-8b", "--gpus", "0"]) == 2  # a sentence, not a traceback
     assert "at least one GPU" in capsys.readouterr().err
+
+
+def test_the_ceilings_chart_marks_where_compute_takes_over():
+    from explorer.charts.kv import ceilings_figure
+    from explorer.deployment import batch_grid, ceiling_curves
+    from explorer.kv import variant_layouts
+
+    layout = read_config("llama-3-8b")
+    parameters = estimate_parameters(layout)
+    deployment = Deployment(H100, 1)
+    batches = batch_grid(4096)
+    assert batches[:3] == [1, 2, 4] and batches[-1] == 4096
+    memory, compute = ceiling_curves(variant_layouts(layout), parameters, "bf16", deployment, 128, batches, "bf16")
+    as_built = "GQA (8 KV heads), as built"
+    at_1 = decode_bound(layout, parameters, "bf16", deployment, 128, 1)
+    assert memory[as_built][0] == pytest.approx(at_1.memory_tokens_per_s)
+    assert compute[as_built][0] == pytest.approx(at_1.compute_tokens_per_s)
+    figure = ceilings_figure(batches, memory, compute, deployment.label)
+    turn = next(i for i, (m, c) in enumerate(zip(memory[as_built], compute[as_built])) if c <= m)
+    marker = next(trace for trace in figure.data if trace.mode == "markers" and trace.name.startswith(as_built))
+    assert marker.x[0] == batches[turn] and marker.name.endswith(f"compute-bound from batch {batches[turn]:,}")
+    with pytest.raises(ValueError, match="same variants"):
+        ceilings_figure(batches, memory, {as_built: compute[as_built]}, deployment.label)

@@ -5,7 +5,7 @@ import streamlit as st
 
 from explorer import deployment as serving
 from explorer import export, kv, roofline, ui
-from explorer.charts.kv import cache_size_figure, roofline_figure
+from explorer.charts.kv import cache_size_figure, ceilings_figure, roofline_figure
 from explorer.config import read_config, reference_models
 from explorer.dtypes import DTYPE_BITS
 from explorer.hardware import gpu_memory_lines
@@ -138,6 +138,14 @@ else:
         f"{bound.memory_tokens_per_s:,.0f} tokens/s, compute {bound.compute_tokens_per_s:,.0f} "
         f"({gpu.peak_flops(weights_dtype) / 1e12:,.0f} dense TFLOP/s per GPU)."
     )
+    batches = serving.batch_grid(4096)
+    memory_ceiling, compute_ceiling = serving.ceiling_curves(layouts, parameters, weights_dtype, deployment, tokens,
+                                                             batches, dtype)
+    ui.chart(ceilings_figure(batches, memory_ceiling, compute_ceiling, deployment.label), key="kv-ceilings",
+             numbers=export.series("batch", batches, {
+                 **{f"{name}: memory": values for name, values in memory_ceiling.items()},
+                 **{f"{name}: compute": values for name, values in compute_ceiling.items()}},
+                 unit="decode tokens/s, whole batch", model=config_name, deployment=deployment.label, tokens=tokens))
 
 st.subheader("Measured on the loaded model")
 st.caption(

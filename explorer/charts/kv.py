@@ -160,3 +160,45 @@ def roofline_figure(
         legend=dict(orientation="h", y=-0.2),
     )
     return figure
+
+
+def ceilings_figure(
+    batches: Sequence[int],
+    memory: Mapping[str, Sequence[float]],
+    compute: Mapping[str, Sequence[float]],
+    deployment_label: str,
+    height: int = 440,
+) -> go.Figure:
+    """Both roofline ceilings of decode tokens/s against batch size, per variant: the memory ceiling (solid) rises
+    with the batch, the compute ceiling (dotted) does not; the speed is the lower one, and a diamond marks the first
+    batch where compute bounds it. NaN: the batch does not fit (the curve stops there)."""
+    sizes = _check_contexts(batches, log_x=True)
+    _check_series(memory, len(sizes), "memory-ceiling", allow_nan=True)
+    _check_series(compute, len(sizes), "compute-ceiling", allow_nan=True)
+    if set(memory) != set(compute):
+        raise ValueError("Give a memory and a compute ceiling for the same variants.")
+    figure = go.Figure()
+    colours = ["#1d4ed8", "#93c5fd", "#dc2626", "#fca5a5", "#059669", "#a16207"]
+    for index, label in enumerate(memory):
+        colour = colours[index % len(colours)]
+        shown = [None if math.isnan(value) else value for value in memory[label]]
+        figure.add_trace(go.Scatter(x=sizes, y=shown, mode="lines", name=f"{label}: memory", line=dict(color=colour),
+                                    hovertemplate=f"{label}<br>batch %{{x:,}}<br>memory allows %{{y:,.0f}} tokens/s"
+                                                  "<extra></extra>"))
+        figure.add_trace(go.Scatter(x=sizes, y=[None if math.isnan(v) else v for v in compute[label]], mode="lines",
+                                    name=f"{label}: compute", line=dict(color=colour, dash="dot"), showlegend=False,
+                                    hovertemplate=f"{label}<br>batch %{{x:,}}<br>compute allows %{{y:,.0f}} tokens/s"
+                                                  "<extra></extra>"))
+        turns = [b for b, m, c in zip(sizes, memory[label], compute[label]) if not math.isnan(m) and c <= m]
+        if turns:
+            figure.add_trace(go.Scatter(x=[turns[0]], y=[compute[label][sizes.index(turns[0])]], mode="markers",
+                                        marker=dict(symbol="diamond", size=10, color=colour), showlegend=False,
+                                        name=f"{label}: compute-bound from batch {turns[0]:,}"))
+    figure.update_layout(
+        title=f"Decode ceilings on {deployment_label}: memory (solid) and compute (dotted)",
+        height=height, margin=dict(l=10, r=10, t=60, b=10),
+        xaxis=dict(title="batch (sequences decoded together)", type="log"),
+        yaxis=dict(title="tokens per second, whole batch (upper bound)", type="log"),
+        legend=dict(orientation="h", y=-0.2),
+    )
+    return figure
