@@ -52,7 +52,7 @@ class ViewState:
     weights_dtype: str = "bf16"  # weights dtype, apart from the cache's (bf16 or fp8 weights with an fp8 cache)
     gpu: str | None = None  # GPU of the rooflines ("none": no roofline); None: each page's own default
     gpus: int | None = None  # GPUs serving the model (None: the fewest that can serve it)
-    parallel: str | None = None  # tp or dp-attention (None: dp-attention for MLA, tp otherwise)
+    parallel: str = "auto"  # tp, dp-attention, or auto (dp-attention for MLA, tp otherwise)
     log_context: bool = True  # context axis of the cache and roofline charts on a log scale
     measure_tokens: int = 128  # tokens run to weigh the real caches (16-512, in steps of 16)
     # self vs causal: one column per model (a layer of None is that model's last layer)
@@ -96,7 +96,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "variant": VARIANTS,
     "dtype": CACHE_DTYPES,
     "weights_dtype": CACHE_DTYPES,
-    "parallel": ("tp", "dp-attention"),
+    "parallel": ("auto", "tp", "dp-attention"),
     "merge": ("mean", "first", "aligned"),
     "form": ("naive", "decoupled"),
     "svd": ("plain", "data"),

@@ -117,10 +117,10 @@ else:
     count_column, parallel_column = st.columns(2)
     count = count_column.number_input(f"{gpu.name} GPUs", 1, 64, state.gpus or default.count)
     parallel = parallel_column.radio(
-        "Split", serving.PARALLELS, index=serving.PARALLELS.index(state.parallel or default.parallel), horizontal=True,
+        "Split", serving.PARALLELS, index=serving.PARALLELS.index(default.parallel if state.parallel == "auto" else state.parallel), horizontal=True,
         format_func={"tp": "tensor parallel", "dp-attention": "data-parallel attention"}.get)
     ui.set_view(gpus=None if count == default.count else int(count),
-                parallel=None if parallel == default.parallel else parallel)
+                parallel="auto" if parallel == default.parallel else parallel)
     deployment = serving.Deployment(gpu, int(count), parallel)
     share = serving.per_gpu(layout, parameters, weights_dtype, deployment, tokens, batch, dtype)
     bound = serving.decode_bound(layout, parameters, weights_dtype, deployment, tokens, batch, dtype)
