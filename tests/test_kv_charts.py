@@ -89,3 +89,17 @@ def test_chart_inputs_are_checked_with_sentences():
     with pytest.raises(ValueError, match="Name the GPU"):
         roofline_figure([1, 2], {"a": [1.0, math.nan]}, " ")
     assert roofline_figure([0, 2], {"a": [1.0, math.nan]}, "H200", log_x=False).data[0].y == (1.0, None)
+
+
+def test_memory_line_labels_do_not_overlap(llama):
+    layouts, weights = llama
+    contexts = context_grid(2**20)
+    lines = gpu_memory_lines()  # 23.6, 45.0, 79.1 and 139.8 GiB under a ~700 GiB axis (DeepSeek-V3's scale)
+    as_built = [layout for layout in layouts if not layout.converted]
+    figure = cache_size_figure(contexts, variant_cache_curves(as_built, contexts), 500 * GIB, lines)
+    labelled = sorted((a.y, a.xanchor, a.text) for a in figure.layout.annotations if "GiB:" in a.text)
+    top = figure.layout.yaxis.range[1]
+    for side in ("left", "right"):
+        ys = [y for y, anchor, _ in labelled if anchor == side]
+        assert all(later - earlier >= 0.06 * top for earlier, later in zip(ys, ys[1:]))
+    assert {anchor for _, anchor, _ in labelled} == {"left", "right"}

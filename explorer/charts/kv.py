@@ -47,6 +47,20 @@ def _token_text(tokens: int) -> str:
     return f"{tokens / 1000:.0f}k" if tokens >= 10_000 else f"{tokens:,}"
 
 
+def _label_sides(memory_lines: Mapping[str, float], top_gib: float) -> dict[str, str]:
+    """Where each memory line's label goes: on the left, or on the right when it would touch the label below it
+    (closer than 6% of the axis); where lines crowd on both sides, the side with more room."""
+    sides: dict[str, str] = {}
+    last = {"top left": -math.inf, "top right": -math.inf}
+    for label, size in sorted(memory_lines.items(), key=lambda item: item[1]):
+        y = size / GIB
+        side = "top left" if y - last["top left"] >= 0.06 * top_gib else "top right"
+        if y - last[side] < 0.06 * top_gib:
+            side = "top left" if last["top left"] <= last["top right"] else "top right"
+        sides[label], last[side] = side, y
+    return sides
+
+
 def cache_size_figure(
     context_lengths: Sequence[int],
     cache_bytes: Mapping[str, Sequence[float]],
@@ -88,10 +102,12 @@ def cache_size_figure(
             y=weight_bytes / GIB, line=dict(color=WEIGHTS_COLOUR, dash="dot"),
             annotation_text=f"weights {weight_bytes / GIB:,.1f} GiB", annotation_position="bottom right",
         )
-    for label, size in memory_lines.items():
+    tallest = max(weight_bytes + max(values) for values in cache_bytes.values()) if cache_bytes else weight_bytes
+    top = max(tallest, min(memory_lines.values(), default=0)) * 1.15 / GIB
+    for label, position in _label_sides(memory_lines, top).items():
         figure.add_hline(
-            y=size / GIB, line=dict(color=MEMORY_COLOUR, dash="dash", width=1),
-            annotation_text=label, annotation_position="top left",
+            y=memory_lines[label] / GIB, line=dict(color=MEMORY_COLOUR, dash="dash", width=1),
+            annotation_text=label, annotation_position=position,
         )
     for series, memory, tokens in longest_fits:
         if series not in cache_bytes or memory not in memory_lines:
@@ -106,9 +122,7 @@ def cache_size_figure(
                 hovertemplate=f"{series}<br>longest context in {memory}: {tokens:,} tokens<extra></extra>",
             )
         )
-    # Show the tallest curve and at least the smallest memory line; larger GPUs matter only once curves reach them.
-    tallest = max(weight_bytes + max(values) for values in cache_bytes.values()) if cache_bytes else weight_bytes
-    top = max(tallest, min(memory_lines.values(), default=0)) * 1.15 / GIB
+    # the y axis shows the tallest curve and at least the smallest memory line (`top`, above)
     figure.update_layout(
         title=title,
         height=height,
