@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from explorer import kv, scaling, uptrain
+from explorer import hardware, scaling, uptrain
 from explorer.attention import repeat_kv
 from explorer.loading import LoadedModel, load_model
 from explorer.variants import VariantSpec
@@ -320,13 +320,13 @@ def _slope(lengths: list[int], values: list[float | None]) -> float | None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def roofline_gpu(device_name: str) -> kv.GPU:
+def roofline_gpu(device_name: str) -> hardware.GPU:
     """The GPU of explorer.kv whose name appears in the device's (e.g. "H200" in "NVIDIA H200"), else the H200
     this run is prepared for (a CPU dry run draws that GPU's roofline)."""
-    for gpu in kv.GPUS:
+    for gpu in hardware.GPUS:
         if gpu.name.split()[0] in device_name:
             return gpu
-    return kv.gpu_named(ROOFLINE_GPU)
+    return hardware.gpu_named(ROOFLINE_GPU)
 
 
 def run_decode(run: Run) -> Section:
@@ -369,7 +369,7 @@ def run_decode(run: Run) -> Section:
             "absorbed_over_naive": {str(c): r for c, r in scaling.absorbed_over_naive(results).items()},
         }
     section.notes.append(f"Roofline: {gpu.name} ({gpu.source}); bound = bandwidth / (weights + cache read per "
-                         "step), for the same model, dtype and batch (explorer.kv.roofline_curve).")
+                         "step), for the same model, dtype and batch (explorer.roofline.roofline_curve).")
     run.write(section)
     main_batch = max(by_batch) if by_batch else None
     if main_batch is not None:

@@ -35,22 +35,12 @@ from explorer.charts.kv import cache_size_figure
 from explorer.charts.variants import frontier_figure
 from explorer.export import LabelledArray, labelled
 
-# KV-cache numbers: every function the API takes from explorer.kv, in this one import (kv.py is being split).
-from explorer.kv import (
-    GPUS,
-    AttentionLayout,
-    KVCacheSize,
-    attention_layout,
-    context_grid,
-    estimate_parameters,
-    gpu_memory_lines,
-    kv_cache_size,
-    longest_context,
-    variant_cache_curves,
-    variant_layouts,
-    variant_longest_fits,
-    variant_table,
-)
+# KV-cache numbers: the one model description, the one cache formula, GPUs and what fits.
+from explorer.config import ModelConfig, read_config
+from explorer.hardware import GPUS, gpu_memory_lines
+from explorer.kv import KVCacheSize, kv_cache_size, variant_layouts, variant_table
+from explorer.params import estimate_parameters
+from explorer.roofline import context_grid, longest_context, variant_cache_curves, variant_longest_fits
 from explorer.loading import LoadedModel, load_model, pick_device
 from explorer.quality import (
     EncoderQuality,
@@ -241,7 +231,7 @@ def quality(original: LoadedModel, variant: Model, chunks: int = 2, chunk_tokens
 class KVReport:
     """The KV cache of a model by the formula (DeepSeek-V2, Table 1), and of each of its attention variants."""
 
-    layout: AttentionLayout  # what was read from the config: layers, heads, KV heads, head dim, windows, MLA
+    layout: ModelConfig  # what was read from the config: layers, heads, KV heads, head dim, windows, MLA
     size: KVCacheSize  # the model as built: `.bytes_per_token`, `.kv_cache_bytes`, `.explanation`
     variants: list[KVCacheSize]  # the same model as MHA, GQA, MQA and MLA (and as built)
     weight_bytes: float  # the weights' estimated size in the same dtype
@@ -250,8 +240,10 @@ class KVReport:
     rows: list[dict] = field(default_factory=list)  # one row per variant, as the app's table shows it
 
 
-def kv_cache(config: str | dict | LoadedModel, tokens: int = 4096, batch: int = 1, dtype: str = "bf16") -> KVReport:
-    """The KV cache of `batch` sequences of `tokens` tokens in `dtype` (fp32, bf16, fp16, fp8, int4).
+def kv_cache(config: str | dict | LoadedModel, tokens: int = 4096, batch: int = 1, dtype: str = "bf16",
+             weights_dtype: str | None = None) -> KVReport:
+    """The KV cache of `batch` sequences of `tokens` tokens in `dtype` (fp32, bf16, fp16, fp8, int4), beside
+    weights in `weights_dtype` (None: the cache's dtype).
 
     `config` is a reference name ("llama-3-8b", see assets/configs), a config.json path or folder, a config as
     a dict or a transformers config, a hub id (online), or a loaded model.
@@ -260,8 +252,8 @@ def kv_cache(config: str | dict | LoadedModel, tokens: int = 4096, batch: int = 
     if isinstance(config, (LoadedModel, Conversion)):
         loaded = _loaded(config)
         config, name = loaded.config, loaded.name
-    layout = attention_layout(config, name)
-    weight_bytes = estimate_parameters(config).weight_bytes(dtype)
+    layout = read_config(config, name)
+    weight_bytes = estimate_parameters(layout).weight_bytes(weights_dtype or dtype)
     layouts = variant_layouts(layout)
     return KVReport(
         layout=layout,

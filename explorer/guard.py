@@ -1,7 +1,8 @@
 """The memory guard: estimate what a run or a model load will hold in memory before it starts, and refuse with a
 sentence what would exceed the limit (`ATTENTION_EXPLORER_MEMORY_LIMIT`, else a fraction of the memory available).
 
-Estimates come from the config and the token count only, so the guard runs before any tensor is allocated.
+Estimates come from the model's description (`explorer.config.read_config`) and the token count only, so the
+guard runs before any tensor is allocated; its KV cache is the one formula's (`explorer.kv.kv_cache_size`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from typing import Iterator, Literal
 
 import psutil
 
+from explorer.config import read_config
+from explorer.dtypes import dtype_of_bytes
+from explorer.kv import kv_cache_size
+from explorer.params import estimate_parameters
 from explorer.settings import Settings, read_settings
 
 Keeps = Literal["all_layers", "one_layer"]  # run_attention keeps every layer's weights; the overview one at a time
@@ -22,68 +27,6 @@ KEEP_BYTES = 150 * 2**20  # the overview keeps all layers in float16 up to this 
 
 class MemoryLimitError(ValueError):
     """A run or a model load would need more memory than this server allows; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class ModelDims:
-    """The sizes of a transformer that decide its memory, read from any transformers config."""
-
-    num_layers: int  # attention layers (decoder layers plus encoder layers for an encoder-decoder)
-    heads: int  # query heads per layer
-    kv_heads: int  # key/value heads per layer (= heads for MHA)
-    head_dim: int  # dims per head
-    hidden_size: int  # width of the residual stream
-    intermediate_size: int  # width of the MLP
-    vocab_size: int  # rows of the output head (logits per token)
-    is_decoder: bool  # decoders return a KV cache and logits over the vocabulary
-    kv_values_per_token_per_layer: int  # cached numbers per token and layer (2 · kv_heads · head_dim; MLA less)
-
-
-def model_dims(config) -> ModelDims:
-    """`ModelDims` of a transformers config, or of its dict (Llama, Gemma, GPT-2, BERT and T5 naming); a
-    multimodal config is read from its language model's `text_config`."""
-    values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-    if isinstance(values.get("text_config"), dict):
-        values = {**values, **values["text_config"]}
-
-    def first(*names, default=None):
-        for name in names:
-            if values.get(name) is not None:
-                return values[name]
-        if default is None:
-            raise ValueError(f"The model's config has none of {', '.join(names)}, so its memory cannot be estimated.")
-        return default
-
-    heads = int(first("num_attention_heads", "n_head", "num_heads"))
-    hidden = int(first("hidden_size", "n_embd", "d_model"))
-    layers = int(first("num_hidden_layers", "n_layer", "num_layers"))
-    layers += int(values.get("num_decoder_layers") or 0)  # T5 counts its decoder apart
-    architectures = " ".join(values.get("architectures") or [])
-    is_decoder = bool(
-        values.get("is_encoder_decoder") or values.get("is_decoder")
-        or "CausalLM" in architectures or "LMHead" in architectures or "ConditionalGeneration" in architectures
-    )
-    kv_heads = int(first("num_key_value_heads", "num_kv_heads", default=heads))
-    head_dim = int(values.get("head_dim") or values.get("d_kv") or hidden // heads)
-    kv_values = 2 * kv_heads * head_dim
-    try:  # the KV-cache reader knows the traps of real configs (Falcon's multi_query, MLA's latent)
-        from explorer.kv import attention_layout
-
-        layout = attention_layout(values)
-        kv_heads, head_dim, kv_values = layout.kv_heads, layout.head_dim, layout.values_per_token_per_layer
-    except (ValueError, KeyError, TypeError):
-        pass  # encoder-decoders and unusual configs: the plain reading above
-    return ModelDims(
-        num_layers=layers,
-        heads=heads,
-        kv_heads=kv_heads,
-        head_dim=head_dim,
-        hidden_size=hidden,
-        intermediate_size=int(first("intermediate_size", "n_inner", "d_ff", default=4 * hidden)),
-        vocab_size=int(first("vocab_size", default=0)),
-        is_decoder=is_decoder,
-        kv_values_per_token_per_layer=kv_values,
-    )
 
 
 @dataclass(frozen=True)
@@ -114,20 +57,21 @@ def estimate_run(config, num_tokens: int, dtype_bytes: int = 4, keeps: Keeps = "
     dtype, they are stacked (a second copy), and kept as float32. `one_layer` (the overview): a hook reduces
     each layer's float32 copy as it appears, and keeps all layers in float16 only when they fit in KEEP_BYTES.
     """
-    dims = model_dims(config)
+    model = read_config(config)
     T = max(int(num_tokens), 1)
-    one_layer_weights = dims.heads * T * T  # values in one layer's (H, T, T) probabilities
+    one_layer_weights = model.query_heads * T * T  # values in one layer's (H, T, T) probabilities
     if keeps == "all_layers":
-        attention = dims.num_layers * one_layer_weights * (2 * dtype_bytes + (0 if dtype_bytes == 4 else 4))
+        attention = model.num_layers * one_layer_weights * (2 * dtype_bytes + (0 if dtype_bytes == 4 else 4))
     else:
-        kept = dims.num_layers * one_layer_weights * 2
+        kept = model.num_layers * one_layer_weights * 2
         attention = (kept if kept <= KEEP_BYTES else 0) + 3 * one_layer_weights * 4  # float32 copy, pool, summaries
+    hidden = model.hidden_size
     scores = 3 * one_layer_weights * dtype_bytes  # raw scores, masked scores, softmax of the layer running
-    projections = T * (dims.heads + 2 * dims.kv_heads) * dims.head_dim * dtype_bytes  # q, k, v
-    residual = 4 * T * dims.hidden_size * dtype_bytes  # hidden states, norm output, attention and MLP outputs
-    mlp = 3 * T * dims.intermediate_size * dtype_bytes  # gate, up and their product (two for GPT-2/BERT)
-    logits = T * dims.vocab_size * 4 if dims.is_decoder else 0  # (1, T, vocab), float32
-    kv_cache = dims.num_layers * dims.kv_values_per_token_per_layer * T * dtype_bytes if dims.is_decoder else 0
+    projections = T * (model.query_heads + 2 * model.kv_heads) * model.head_dim * dtype_bytes  # q, k, v
+    residual = 4 * T * hidden * dtype_bytes  # hidden states, norm output, attention and MLP outputs
+    mlp = 3 * T * (model.intermediate_size or 4 * hidden) * dtype_bytes  # gate, up and their product
+    logits = T * (model.vocab_size or 0) * 4 if model.is_decoder else 0  # (1, T, vocab), float32
+    kv_cache = kv_cache_size(model, T, 1, dtype_of_bytes(dtype_bytes)).kv_cache_bytes  # 0 for an encoder
     return MemoryEstimate(T, attention, scores + projections + residual + mlp + logits, kv_cache)
 
 
@@ -149,6 +93,7 @@ def memory_limit(settings: Settings | None = None) -> int:
 
 def longest_fitting_tokens(config, limit_bytes: int, dtype_bytes: int = 4, keeps: Keeps = "all_layers") -> int:
     """The most tokens whose run fits in `limit_bytes` (0 when not even one token fits)."""
+    config = read_config(config)  # read once, not at every step of the bisection
     low, high = 0, 1 << 20
     while low < high:  # the estimate grows with tokens: bisect
         middle = (low + high + 1) // 2
@@ -177,6 +122,7 @@ def check_run(
 
 
 def _within(config, num_tokens: int, model_name: str, dtype_bytes: int, keeps: Keeps, limit: int) -> MemoryEstimate:
+    config = read_config(config)
     estimate = estimate_run(config, num_tokens, dtype_bytes, keeps)
     if estimate.total_bytes > limit:
         fitting = longest_fitting_tokens(config, max(limit, 0), dtype_bytes, keeps)
@@ -195,8 +141,6 @@ def _within(config, num_tokens: int, model_name: str, dtype_bytes: int, keeps: K
 
 def estimate_weights(config, dtype_bytes: int = 4) -> int | None:
     """Bytes of a model's weights from its config, or None when the config is too unusual to count."""
-    from explorer.kv import estimate_parameters
-
     try:
         return estimate_parameters(config).total * dtype_bytes
     except (ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from explorer.config import classify
 from explorer.paths import RESULTS_DIR
 from explorer.variants import AttentionShape, VariantSpec
 from explorer.variants.spec import cache_values_per_token, check_mla, target_kv_heads
@@ -230,10 +231,8 @@ def score(quality, kind: str = "decoder") -> float:
 
 
 def original_layout(shape: AttentionShape) -> str:
-    """MHA, GQA or MQA: how the original model shares its keys and values."""
-    if shape.kv_heads == shape.heads:
-        return "MHA"
-    return "MQA" if shape.kv_heads == 1 else "GQA"
+    """MHA, GQA or MQA: how the original model shares its keys and values (`explorer.config.classify`)."""
+    return classify(shape.kv_heads, shape.heads).upper()
 
 
 def measured_sentence(values: float, formula: float, encoder: bool) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from explorer.catalogue import ModelKind
+from explorer.config import read_config
 from explorer.loading import LoadedModel
 from explorer.prose import prose
 from explorer.summaries import HeadSummaries, block_edges, block_labels, pool, summarise_layer
@@ -54,15 +55,9 @@ def readable_tokens(tokenizer, token_ids: list[int]) -> list[str]:
 
 
 def layer_windows(config) -> list[int | None]:
-    """The sliding window of each layer (None where a layer attends to the whole prefix)."""
-    num_layers = config.num_hidden_layers
-    window = getattr(config, "sliding_window", None)
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types:
-        return [window if kind == "sliding_attention" else None for kind in layer_types]
-    if window and getattr(config, "use_sliding_window", True):
-        return [window] * num_layers
-    return [None] * num_layers
+    """The sliding window of each layer (None where a layer attends to the whole prefix), by the one rule of
+    `explorer.config.read_config`."""
+    return list(read_config(config).layer_windows)
 
 
 def attention_mask(kind: ModelKind, num_tokens: int, window: int | None) -> np.ndarray:

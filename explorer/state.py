@@ -14,13 +14,14 @@ from typing import Mapping
 
 from explorer.audio import DEFAULT_SPEED, DEFAULT_VOICE, SPEEDS, VOICES
 from explorer.catalogue import CATALOGUE, DEFAULT_MODEL, WHISPER_MODEL
+from explorer.config import VARIANTS
+from explorer.dtypes import DTYPE_BITS
 
 UNTRAINED_KEY = "tiny-t5-untrained"  # explorer.untrained's key, repeated here so parsing needs no torch
 
 DEFAULT_TEXT = "The giant ate the apple because it was hungry"
 MAX_TEXT_CHARS = 20_000  # longer text in a URL is cut; models see at most their token limit anyway
-VARIANTS = ("original", "mha", "gqa", "mqa", "mla")
-CACHE_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int4")
+CACHE_DTYPES = tuple(DTYPE_BITS)  # cache and weights dtypes
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,10 @@ class ViewState:
     tokens: int = 32_768  # context length per sequence
     batch: int = 1  # sequences held at once
     dtype: str = "bf16"  # cache dtype
+    weights_dtype: str = "bf16"  # weights dtype, apart from the cache's (bf16 or fp8 weights with an fp8 cache)
     gpu: str | None = None  # GPU of the rooflines ("none": no roofline); None: each page's own default
+    gpus: int | None = None  # GPUs serving the model (None: the fewest that can serve it)
+    parallel: str = "auto"  # tp, dp-attention, or auto (dp-attention for MLA, tp otherwise)
     log_context: bool = True  # context axis of the cache and roofline charts on a log scale
     measure_tokens: int = 128  # tokens run to weigh the real caches (16-512, in steps of 16)
     # self vs causal: one column per model (a layer of None is that model's last layer)
@@ -93,6 +97,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "context": (0, 2_048),
     "batch": (1, 4_096),
     "measure_tokens": (16, 512),
+    "gpus": (1, 64),
     "minilm_layer": (0, 1_000),
     "minilm_head": (0, 1_000),
     "smollm2_layer": (0, 1_000),
@@ -114,6 +119,8 @@ SWITCHES = ("log_colours", "log_context")  # on/off parameters, written 1 or 0
 CHOICES: dict[str, tuple[str, ...]] = {
     "variant": VARIANTS,
     "dtype": CACHE_DTYPES,
+    "weights_dtype": CACHE_DTYPES,
+    "parallel": ("auto", "tp", "dp-attention"),
     "merge": ("mean", "first", "aligned"),
     "form": ("naive", "decoupled"),
     "svd": ("plain", "data"),

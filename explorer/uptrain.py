@@ -25,6 +25,7 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
 from explorer import guard
+from explorer.config import read_config
 from explorer.loading import LoadedModel, cache_dir
 from explorer.prose import prose
 from explorer.timing import synchronize
@@ -216,17 +217,17 @@ def estimate_seconds(loaded: LoadedModel, settings: UptrainSettings, runs: int =
 def training_bytes(model: torch.nn.Module, config, settings: UptrainSettings) -> int:
     """Peak bytes of training `model`: fp32 weights, gradients and AdamW's two moments for the trained weights,
     and every layer's activations kept for the backward pass (attention probabilities grow with T²)."""
-    dims = guard.model_dims(config)
+    dims = read_config(config)
     B, T = settings.batch_sequences, settings.sequence_tokens  # sequences per step, tokens per sequence
     weights = sum(p.numel() for p in model.parameters())
     trained = sum(p.numel() for p in trainable_parameters(model, settings.scope).values())
     per_layer = (
-        3 * B * dims.heads * T * T  # scores, probabilities, their gradient
-        + B * T * (dims.heads + 2 * dims.kv_heads) * dims.head_dim  # q, k, v
+        3 * B * dims.query_heads * T * T  # scores, probabilities, their gradient
+        + B * T * (dims.query_heads + 2 * dims.kv_heads) * dims.head_dim  # q, k, v
         + 6 * B * T * dims.hidden_size  # residual stream, norms, attention and MLP outputs
-        + 4 * B * T * dims.intermediate_size  # MLP hidden states
+        + 4 * B * T * (dims.intermediate_size or 4 * dims.hidden_size)  # MLP hidden states
     )
-    logits = 3 * B * T * dims.vocab_size  # logits, their softmax and its gradient
+    logits = 3 * B * T * (dims.vocab_size or 0)  # logits, their softmax and its gradient
     return 4 * (weights + 3 * trained + dims.num_layers * per_layer + logits)
 
 

@@ -202,6 +202,19 @@ def test_a_deep_link_is_the_first_request_of_a_fresh_server(browser):
         page.close()
 
 
+def test_a_link_restores_a_deployment_on_the_kv_page(server, browser):
+    query = "config=deepseek-v3&weights_dtype=fp8&gpus=8&parallel=dp-attention&tokens=32768&batch=64"
+    page = open_page(browser, f"{server}/kv_cache?{query}", height=4200)
+    page.get_by_text("Decode ceilings on 8×H200 (dp-attention)").first.wait_for(timeout=180_000)
+    wait_idle(page)
+    main = page.locator('[data-testid="stMain"]').inner_text()
+    assert "8×H200 (dp-attention), fp8 weights, bf16 cache, 64 sequences of 32,768 tokens" in main
+    assert page.get_by_text("data-parallel attention").first.is_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "kv_cache_deployment.png", full_page=True)
+    page.close()
+
+
 def test_the_variant_lab_converts_and_measures_in_a_browser(server, browser):
     page = open_page(browser, f"{server}/variant_lab?variant=mla&latent_rank=192", height=5000, timeout_ms=600_000)
     page.wait_for_selector('[data-testid="stMetric"]', timeout=600_000)

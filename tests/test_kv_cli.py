@@ -5,20 +5,21 @@ import subprocess
 import sys
 
 from explorer.__main__ import main
-from explorer.kv import attention_layout, kv_cache_size
+from explorer.config import read_config
+from explorer.kv import kv_cache_size
 
 
 def test_kv_json_matches_the_formula(capsys):
     assert main(["kv", "--config", "llama-3-8b", "--tokens", "8192", "--batch", "2", "--dtype", "bf16", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["bytes_per_token"] == 128 * 1024
-    assert report["kv_cache_bytes"] == kv_cache_size(attention_layout("llama-3-8b"), 8192, 2).kv_cache_bytes
+    assert report["kv_cache_bytes"] == kv_cache_size(read_config("llama-3-8b"), 8192, 2).kv_cache_bytes
     assert report["kv_cache_bytes"] == 2 * 8192 * 128 * 1024
     assert report["fields_used"]["num_key_value_heads"] == 8
     variants = {each["variant"]: each["bytes_per_token"] for each in report["variants"]}
     assert variants["MHA (32 KV heads)"] == 512 * 1024 and variants["MQA (1 KV head)"] == 16 * 1024
     assert variants["GQA (8 KV heads), as built"] == 128 * 1024
-    assert report["longest_context"]["RTX 4090"] > 0
+    assert report["longest_context_on_one_gpu"]["RTX 4090"] > 0
 
 
 def test_kv_traps_reach_the_json(capsys):

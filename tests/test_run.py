@@ -70,18 +70,13 @@ def test_sliding_window_mask():
 
 
 def test_layer_windows_read_from_configs():
-    class Gemma3Like:
-        num_hidden_layers = 6
-        sliding_window = 512
-        layer_types = ["sliding_attention"] * 5 + ["full_attention"]
-
-    class Qwen2Like:
-        num_hidden_layers = 2
-        sliding_window = 4096
-        use_sliding_window = False
-
-    assert layer_windows(Gemma3Like()) == [512] * 5 + [None]
-    assert layer_windows(Qwen2Like()) == [None, None]
+    """The masks of a run take their windows from the one rule of explorer.config.read_config."""
+    shape = {"num_attention_heads": 4, "hidden_size": 64}
+    gemma3_like = {**shape, "num_hidden_layers": 6, "sliding_window": 512,
+                   "layer_types": ["sliding_attention"] * 5 + ["full_attention"]}
+    qwen2_like = {**shape, "num_hidden_layers": 2, "sliding_window": 4096, "use_sliding_window": False}
+    assert layer_windows(gemma3_like) == [512] * 5 + [None]
+    assert layer_windows(qwen2_like) == [None, None]
 
 
 def test_a_model_whose_package_is_missing_says_how_to_enable_it(monkeypatch):

@@ -9,7 +9,8 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from bench.scaling import main as bench_main
-from explorer import kv, scaling
+from explorer import scaling
+from explorer.hardware import gpu_named
 from explorer.charts.scaling import decode_figure, scaling_figure
 from explorer.variants.gqa import GroupedQueryAttention
 from explorer.variants.mla import MultiHeadLatentAttention, side_by_side
@@ -145,5 +146,5 @@ def test_the_page_draws_the_committed_results_with_a_roofline_when_a_gpu_is_chos
     decode = figures(app)[f"Decode, batch {committed['scaling-cpu'].decode_batch} (cpu)"]
     bounds = {trace["name"]: array(trace["y"]) for trace in decode["data"] if "bound" in trace["name"]}
     assert list(bounds) == [f"{name} bound, H200" for name in ("MHA", "GQA", "MQA", "MLA")]
-    expected = scaling.roofline_curves(committed["scaling-cpu"], kv.gpu_named("H200"))["MHA"]
+    expected = scaling.roofline_curves(committed["scaling-cpu"], gpu_named("H200"))["MHA"]
     assert array(bounds["MHA bound, H200"]).tolist() == pytest.approx(expected)

@@ -1,6 +1,7 @@
 """KV-cache pictures: pure functions from context lengths and byte counts (or tokens/s) to plotly figures.
 
-Memory is drawn in GiB (2^30 bytes), the unit GPU memory sizes are really in; the numbers come from explorer.kv.
+Memory is drawn in GiB (2^30 bytes); GPU lines are what a framework can allocate (explorer.hardware). The numbers
+come from explorer.kv and explorer.roofline.
 """
 
 from __future__ import annotations
@@ -46,6 +47,20 @@ def _token_text(tokens: int) -> str:
     return f"{tokens / 1000:.0f}k" if tokens >= 10_000 else f"{tokens:,}"
 
 
+def _label_sides(memory_lines: Mapping[str, float], top_gib: float) -> dict[str, str]:
+    """Where each memory line's label goes: on the left, or on the right when it would touch the label below it
+    (closer than 6% of the axis); where lines crowd on both sides, the side with more room."""
+    sides: dict[str, str] = {}
+    last = {"top left": -math.inf, "top right": -math.inf}
+    for label, size in sorted(memory_lines.items(), key=lambda item: item[1]):
+        y = size / GIB
+        side = "top left" if y - last["top left"] >= 0.06 * top_gib else "top right"
+        if y - last[side] < 0.06 * top_gib:
+            side = "top left" if last["top left"] <= last["top right"] else "top right"
+        sides[label], last[side] = side, y
+    return sides
+
+
 def cache_size_figure(
     context_lengths: Sequence[int],
     cache_bytes: Mapping[str, Sequence[float]],
@@ -61,7 +76,7 @@ def cache_size_figure(
 
     `cache_bytes` maps a series label to cache bytes at each context length; `memory_lines` maps a label
     ("80 GB: H100 SXM") to a memory size in bytes, drawn as a horizontal line; `longest_fits` lists
-    (series label, memory label, tokens) points to mark where a curve meets a line (explorer.kv.longest_context).
+    (series label, memory label, tokens) points to mark where a curve meets a line (explorer.roofline.longest_context).
     """
     contexts = _check_contexts(context_lengths, log_x)
     _check_series(cache_bytes, len(contexts), "cache-bytes", allow_nan=False)
@@ -87,10 +102,12 @@ def cache_size_figure(
             y=weight_bytes / GIB, line=dict(color=WEIGHTS_COLOUR, dash="dot"),
             annotation_text=f"weights {weight_bytes / GIB:,.1f} GiB", annotation_position="bottom right",
         )
-    for label, size in memory_lines.items():
+    tallest = max(weight_bytes + max(values) for values in cache_bytes.values()) if cache_bytes else weight_bytes
+    top = max(tallest, min(memory_lines.values(), default=0)) * 1.15 / GIB
+    for label, position in _label_sides(memory_lines, top).items():
         figure.add_hline(
-            y=size / GIB, line=dict(color=MEMORY_COLOUR, dash="dash", width=1),
-            annotation_text=label, annotation_position="top left",
+            y=memory_lines[label] / GIB, line=dict(color=MEMORY_COLOUR, dash="dash", width=1),
+            annotation_text=label, annotation_position=position,
         )
     for series, memory, tokens in longest_fits:
         if series not in cache_bytes or memory not in memory_lines:
@@ -105,9 +122,7 @@ def cache_size_figure(
                 hovertemplate=f"{series}<br>longest context in {memory}: {tokens:,} tokens<extra></extra>",
             )
         )
-    # Show the tallest curve and at least the smallest memory line; larger GPUs matter only once curves reach them.
-    tallest = max(weight_bytes + max(values) for values in cache_bytes.values()) if cache_bytes else weight_bytes
-    top = max(tallest, min(memory_lines.values(), default=0)) * 1.15 / GIB
+    # the y axis shows the tallest curve and at least the smallest memory line (`top`, above)
     figure.update_layout(
         title=title,
         height=height,
@@ -133,7 +148,7 @@ def roofline_figure(
 ) -> go.Figure:
     """Decode speed bound (tokens/s) against context length, one curve per variant, for one GPU.
 
-    NaN marks a context where weights and cache do not fit (explorer.kv.roofline_curve): the curve stops there.
+    NaN marks a context where weights and cache do not fit (explorer.roofline.roofline_curve): the curve stops there.
     """
     contexts = _check_contexts(context_lengths, log_x)
     _check_series(tokens_per_second, len(contexts), "tokens-per-second", allow_nan=True)
@@ -156,6 +171,48 @@ def roofline_figure(
         margin=dict(l=10, r=10, t=60, b=10),
         xaxis=dict(title="context length (tokens per sequence)", type="log" if log_x else "linear"),
         yaxis=dict(title="tokens per second (upper bound)", type="log" if log_y else "linear"),
+        legend=dict(orientation="h", y=-0.2),
+    )
+    return figure
+
+
+def ceilings_figure(
+    batches: Sequence[int],
+    memory: Mapping[str, Sequence[float]],
+    compute: Mapping[str, Sequence[float]],
+    deployment_label: str,
+    height: int = 440,
+) -> go.Figure:
+    """Both roofline ceilings of decode tokens/s against batch size, per variant: the memory ceiling (solid) rises
+    with the batch, the compute ceiling (dotted) does not; the speed is the lower one, and a diamond marks the first
+    batch where compute bounds it. NaN: the batch does not fit (the curve stops there)."""
+    sizes = _check_contexts(batches, log_x=True)
+    _check_series(memory, len(sizes), "memory-ceiling", allow_nan=True)
+    _check_series(compute, len(sizes), "compute-ceiling", allow_nan=True)
+    if set(memory) != set(compute):
+        raise ValueError("Give a memory and a compute ceiling for the same variants.")
+    figure = go.Figure()
+    colours = ["#1d4ed8", "#93c5fd", "#dc2626", "#fca5a5", "#059669", "#a16207"]
+    for index, label in enumerate(memory):
+        colour = colours[index % len(colours)]
+        shown = [None if math.isnan(value) else value for value in memory[label]]
+        figure.add_trace(go.Scatter(x=sizes, y=shown, mode="lines", name=f"{label}: memory", line=dict(color=colour),
+                                    hovertemplate=f"{label}<br>batch %{{x:,}}<br>memory allows %{{y:,.0f}} tokens/s"
+                                                  "<extra></extra>"))
+        figure.add_trace(go.Scatter(x=sizes, y=[None if math.isnan(v) else v for v in compute[label]], mode="lines",
+                                    name=f"{label}: compute", line=dict(color=colour, dash="dot"), showlegend=False,
+                                    hovertemplate=f"{label}<br>batch %{{x:,}}<br>compute allows %{{y:,.0f}} tokens/s"
+                                                  "<extra></extra>"))
+        turns = [b for b, m, c in zip(sizes, memory[label], compute[label]) if not math.isnan(m) and c <= m]
+        if turns:
+            figure.add_trace(go.Scatter(x=[turns[0]], y=[compute[label][sizes.index(turns[0])]], mode="markers",
+                                        marker=dict(symbol="diamond", size=10, color=colour), showlegend=False,
+                                        name=f"{label}: compute-bound from batch {turns[0]:,}"))
+    figure.update_layout(
+        title=f"Decode ceilings on {deployment_label}: memory (solid) and compute (dotted)",
+        height=height, margin=dict(l=10, r=10, t=60, b=10),
+        xaxis=dict(title="batch (sequences decoded together)", type="log"),
+        yaxis=dict(title="tokens per second, whole batch (upper bound)", type="log"),
         legend=dict(orientation="h", y=-0.2),
     )
     return figure

@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Sequence
 
 from explorer import kv
+from explorer.config import ModelConfig, classify
+from explorer.dtypes import DTYPE_BITS
+from explorer.hardware import GPU
+from explorer.roofline import roofline_curve
 from explorer.paths import RESULTS_DIR  # committed results (bench/results, or their installed copy)
 
 
@@ -187,25 +191,25 @@ def default_path(device: str) -> Path:
     return RESULTS_DIR / f"scaling-{device}.json"
 
 
-def roofline_curves(results: ScalingResults, gpu: kv.GPU) -> dict[str, list[float]]:
-    """The decode bound (explorer.kv.roofline_curve) on `gpu` at the measured contexts, per measured variant,
+def roofline_curves(results: ScalingResults, gpu: GPU) -> dict[str, list[float]]:
+    """The decode bound (explorer.roofline.roofline_curve) on `gpu` at the measured contexts, per measured variant,
     for the same model, dtype and batch: tokens/s ≤ bandwidth / (weights + cache read per step)."""
     contexts, _ = results.decode_series()
     shape = results.shape
-    base = kv.AttentionLayout(
-        name=results.model, model_type="llama", is_decoder=True, variant="GQA", num_layers=shape["layers"],
-        query_heads=shape["heads"], kv_heads=shape["kv_heads"], head_dim=shape["head_dim"],
-        layer_windows=(None,) * shape["layers"],
+    base = ModelConfig(
+        name=results.model, model_type="llama", attention=classify(shape["kv_heads"], shape["heads"]),
+        num_layers=shape["layers"], query_heads=shape["heads"], kv_heads=shape["kv_heads"],
+        head_dim=shape["head_dim"], layer_windows=(None,) * shape["layers"],
     )
     layouts = {
-        "MHA": kv.convert_layout(base, "MHA"),
+        "MHA": kv.convert_layout(base, "mha"),
         "GQA": base,
-        "MQA": kv.convert_layout(base, "MQA"),
-        "MLA": kv.convert_layout(base, "MLA", latent_rank=256, rope_head_dim=32),
+        "MQA": kv.convert_layout(base, "mqa"),
+        "MLA": kv.convert_layout(base, "mla", latent_rank=256, rope_head_dim=32),
     }
-    dtype = results.info.dtype if results.info.dtype in kv.DTYPE_BITS else "bf16"
-    weight_bytes = results.parameters * kv.DTYPE_BITS[dtype] / 8
-    return {name: kv.roofline_curve(layout, gpu, contexts, weight_bytes, results.decode_batch, dtype)
+    dtype = results.info.dtype if results.info.dtype in DTYPE_BITS else "bf16"
+    weight_bytes = results.parameters * DTYPE_BITS[dtype] / 8
+    return {name: roofline_curve(layout, gpu, contexts, weight_bytes, results.decode_batch, dtype)
             for name, layout in layouts.items()}
 
 

@@ -7,6 +7,7 @@ import torch
 
 from explorer import guard, kv, lab
 from explorer.catalogue import CATALOGUE, DEFAULT_MODEL
+from explorer.config import VARIANTS, ModelConfig, read_config
 from explorer.loading import (
     LoadedModel,
 )
@@ -28,9 +29,6 @@ from explorer.run import (
     run_attention,
 )
 from explorer.settings import read_settings
-from explorer.state import (
-    VARIANTS,
-)
 from explorer.ui.models import _cached_model, get_model
 from explorer.ui.url import set_view, show_notices, view_state
 from explorer.ui.widgets import model_picker
@@ -47,7 +45,7 @@ from explorer.variants import (
 )
 from explorer.variants.families import Family
 from explorer.variants.report import absorbed_vs_naive
-from explorer.variants.spec import attention_shape, cache_values_per_token
+from explorer.variants.spec import cached_layout
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -147,42 +145,18 @@ MEASURED_VARIANTS = (
 
 @st.cache_data(show_spinner="Running the model in each variant and weighing its cache", max_entries=8)
 def measured_caches(tokens: int, key: str = "smollm2") -> list[dict]:
-    """Measured vs formula cache bytes of a model in several variants (real forward passes).
-
-    An encoder keeps no cache: its rows weigh the K/V tensors each layer computes for `tokens` tokens in one
-    pass, which is what a cache would hold for them.
-    """
+    """Measured vs formula cache bytes of a model in several variants (real forward passes), by
+    `explorer.kv.measured_table`: a decoder's cache tensors, or the K/V tensors an encoder computes."""
     loaded = _cached_model(key)
-    if loaded.kind == "encoder":
-        return _computed_kv_table(key, tokens)
-    base = kv.attention_layout(loaded.config, loaded.entry.label)
-    models = [
-        (spec.label(), _cached_conversion(key, spec).loaded, kv.layout_for_variant(base, spec))
-        for spec in MEASURED_VARIANTS
-    ]
-    return kv.measured_table(models, tokens)
-
-
-def _computed_kv_table(key: str, tokens: int) -> list[dict]:
-    """measured_caches' rows for an encoder: the K/V tensors computed in one pass, beside the formula."""
-    loaded = _cached_model(key)
-    shape = attention_shape(loaded.config, loaded.entry.label)
-    input_ids = torch.randint(1000, loaded.tokenizer.vocab_size, (1, min(tokens, loaded.config.max_position_embeddings)),
-                              generator=torch.Generator().manual_seed(0))  # (1, T): any ids weigh the same
-    rows = []
+    base = read_config(loaded.config, loaded.entry.label)
+    if not base.is_decoder:
+        tokens = min(tokens, loaded.config.max_position_embeddings)
+    models = []
     for spec in MEASURED_VARIANTS:
         model = _cached_conversion(key, spec).loaded.model
-        values, sizes = computed_kv(model, family_of(loaded.config).attention_modules(model), input_ids)
-        formula = cache_values_per_token(spec, shape)
-        rows.append({
-            "variant": spec.label(),
-            "values / token / layer": sum(formula) / len(formula),
-            "computed values / token / layer": sum(values) / len(values),
-            "computed bytes / token": sum(sizes),
-            "measured / formula": round(sum(values) / sum(formula), 4),
-            "note": "an encoder keeps no cache: these are the K/V tensors it computes, what a cache would hold",
-        })
-    return rows
+        layers = () if base.is_decoder else family_of(loaded.config).attention_modules(model)
+        models.append(kv.Measurable(spec.label(), model, cached_layout(spec, base), layers))
+    return kv.measured_table(models, tokens)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -221,15 +195,14 @@ def lab_model() -> tuple[str, LoadedModel, Family] | None:
         st.rerun()
 
 
-def lab_variant_layout(base: kv.AttentionLayout) -> kv.AttentionLayout | None:
+def lab_variant_layout(base: ModelConfig) -> ModelConfig | None:
     """The layout the variant lab's current choice caches (from the URL state), or None for the original."""
     state = view_state()
     if state.variant == "original" or state.model != "smollm2":  # the lab converts another model: not this one
         return None
-    shape = AttentionShape(base.num_layers, base.query_heads, base.kv_heads, base.head_dim, "SmolLM2")
     spec, _ = lab.spec_from_view(state.variant, state.kv_heads, state.latent_rank, state.rope_dims,
-                                 state.merge, state.form, state.svd, shape)
-    return kv.layout_for_variant(base, spec)
+                                 state.merge, state.form, state.svd, AttentionShape.of(base))
+    return cached_layout(spec, base)
 
 
 def variant_controls(shape, choices: lab.LabChoices = lab.ALL_CHOICES) -> tuple:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from explorer import kv
 from explorer.catalogue import CATALOGUE, WHISPER_MODEL, is_local_path
+from explorer.config import load_config
+from explorer.hardware import GPUS, gpu_named
 from explorer.loading import (
     ModelLoadError,
     check_allowed,
@@ -82,15 +83,15 @@ def layer_and_head(num_layers: int, num_heads: int) -> tuple[int, int]:
 
 
 def gpu_picker(label: str, default: str = "H200"):
-    """A GPU from the table in `explorer.kv`, or None for "none" (offered when it is the default); in the URL."""
-    names = (["none"] if default == "none" else []) + [gpu.name for gpu in kv.GPUS]
+    """A GPU from the table in `explorer.hardware`, or None for "none" (offered when it is the default); in the URL."""
+    names = (["none"] if default == "none" else []) + [gpu.name for gpu in GPUS]
     wanted = view_state().gpu or default
     if wanted not in names:
         show_notices([f"Unknown GPU '{wanted}' in the link; choose one of {', '.join(names)}."])
         wanted = default
     name = st.selectbox(label, names, index=names.index(wanted))
     set_view(gpu=None if name == default else name)
-    return None if name == "none" else kv.gpu_named(name)
+    return None if name == "none" else gpu_named(name)
 
 
 YOUR_CONFIG = "your own config"
@@ -120,7 +121,7 @@ def config_picker(column, references: dict[str, dict]) -> tuple[str, dict]:
         st.error("This hosted demo does not read files from its disk; paste the config.json instead.")
         st.stop()
     try:
-        config = kv.load_config(typed)
+        config = load_config(typed)
     except (ValueError, OSError) as error:
         st.error(str(error))
         st.stop()

@@ -3,7 +3,7 @@
 `convert(loaded, VariantSpec(...))` returns a `Conversion` whose `.loaded` runs like any loaded model.
 """
 
-from explorer.variants.cache import computed_kv, measured_cache
+from explorer.kv import computed_kv, measured_cache
 from explorer.variants.calibrate import Calibration, calibrate
 from explorer.variants.convert import Conversion, convert
 from explorer.variants.families import family_of
@@ -14,6 +14,7 @@ from explorer.variants.spec import (
     attention_shape,
     cache_bytes_per_token,
     cache_values_per_token,
+    cached_layout,
 )
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "attention_shape",
     "cache_bytes_per_token",
     "cache_values_per_token",
+    "cached_layout",
     "calibrate",
     "computed_kv",
     "convert",

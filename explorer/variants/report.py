@@ -21,7 +21,7 @@ from explorer.quality import (
     evaluation_ids,
     reference,
 )
-from explorer.variants.cache import computed_kv, measured_cache
+from explorer.kv import computed_kv, measured_cache
 from explorer.variants.calibrate import calibrate
 from explorer.variants.convert import convert
 from explorer.variants.families import family_of

@@ -8,8 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-VariantName = Literal["original", "mha", "gqa", "mqa", "mla"]
-VARIANTS: tuple[str, ...] = ("original", "mha", "gqa", "mqa", "mla")
+from explorer.config import VARIANTS, ModelConfig, Variant, classify, read_config
+from explorer.kv import values_per_layer, with_attention
+
+VariantName = Variant  # "original" or one of explorer.config.ATTENTIONS: the one spelling, everywhere
+__all__ = ["VARIANTS", "VariantName", "VariantSpec", "AttentionShape", "attention_shape", "cached_layout",
+           "target_kv_heads", "check_mla", "cache_values_per_token", "cache_bytes_per_token"]
 
 
 @dataclass(frozen=True)
@@ -63,27 +67,33 @@ class VariantSpec:
 
 @dataclass(frozen=True)
 class AttentionShape:
-    """The attention layout of a model, read from its config."""
+    """What a conversion needs of a model's attention: a thin view of `explorer.config.ModelConfig`, which reads
+    the config (this only keeps the four sizes and a name for sentences)."""
 
-    num_layers: int  # decoder layers
-    heads: int  # query heads per layer
-    kv_heads: int  # KV heads per layer
-    head_dim: int  # dims per head
+    num_layers: int  # l, layers with attention
+    heads: int  # n_h, query heads per layer
+    kv_heads: int  # n_g, KV heads per layer
+    head_dim: int  # d_h, dims per head
     model_name: str = "the model"  # used in error messages
+
+    @staticmethod
+    def of(model: ModelConfig) -> AttentionShape:
+        return AttentionShape(model.num_layers, model.query_heads, model.kv_heads, model.head_dim, model.name)
+
+    def as_config(self) -> ModelConfig:
+        """The description these sizes stand for (full attention in every layer)."""
+        return ModelConfig(name=self.model_name, num_layers=self.num_layers, query_heads=self.heads,
+                           kv_heads=self.kv_heads, head_dim=self.head_dim, layer_windows=(None,) * self.num_layers,
+                           attention=classify(self.kv_heads, self.heads))
 
     @property
     def kv_values_per_layer(self) -> int:
         return 2 * self.kv_heads * self.head_dim
 
 
-def attention_shape(config, model_name: str = "the model") -> AttentionShape:
-    """Heads, KV heads and head dim of a transformers config (Llama, Gemma, GPT-2 and BERT naming)."""
-    heads = getattr(config, "num_attention_heads", None) or config.n_head
-    hidden = getattr(config, "hidden_size", None) or config.n_embd
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
-    layers = getattr(config, "num_hidden_layers", None) or config.n_layer
-    return AttentionShape(layers, heads, kv_heads, head_dim, model_name)
+def attention_shape(config, model_name: str | None = None) -> AttentionShape:
+    """The attention sizes of any config `explorer.config.read_config` reads (one reader for every module)."""
+    return AttentionShape.of(read_config(config, model_name))
 
 
 def target_kv_heads(spec: VariantSpec, shape: AttentionShape) -> int:
@@ -126,18 +136,32 @@ def check_mla(spec: VariantSpec, shape: AttentionShape) -> list[int]:
     return ranks
 
 
-def cache_values_per_token(spec: VariantSpec, shape: AttentionShape) -> list[int]:
-    """The formula: KV-cache values per token for each layer (DeepSeek-V2 Table 1, per layer).
+def cached_layout(spec: VariantSpec, model: ModelConfig | AttentionShape) -> ModelConfig:
+    """The one function from a variant spec to the layout its converted model caches, after checking the spec
+    against the model (a sentence says what to choose when it cannot work).
 
-    MHA/GQA/MQA cache 2 · kv_heads · head_dim; MLA caches its latent plus the shared RoPE key.
+    Naive MLA caches only its latent (RoPE is applied after the up-projection); the decoupled form adds the
+    shared RoPE key of `rope_dims` dims. Per-layer latent ranks stay per layer.
     """
+    if isinstance(model, AttentionShape):
+        model = model.as_config()
+    shape = AttentionShape.of(model)
+    if spec.variant == "original":
+        return model
     if spec.variant == "mla":
+        ranks = check_mla(spec, shape)
         rope_dims = spec.rope_dims if spec.form == "decoupled" else 0
-        return [rank + rope_dims for rank in check_mla(spec, shape)]
-    kv_heads = target_kv_heads(spec, shape)
-    return [2 * kv_heads * shape.head_dim] * shape.num_layers
+        return with_attention(model, "mla", latent_rank=ranks[0], rope_head_dim=rope_dims,
+                              layer_latent_ranks=tuple(ranks) if len(set(ranks)) > 1 else ())
+    return with_attention(model, "gqa", kv_heads=target_kv_heads(spec, shape))
 
 
-def cache_bytes_per_token(spec: VariantSpec, shape: AttentionShape, bytes_per_value: int) -> list[int]:
+def cache_values_per_token(spec: VariantSpec, shape: ModelConfig | AttentionShape) -> list[int]:
+    """KV-cache values per token for each layer of the converted model (`explorer.kv.values_per_layer`, the
+    one formula: 2 · kv_heads · head_dim, or MLA's latent plus its shared RoPE key)."""
+    return list(values_per_layer(cached_layout(spec, shape)))
+
+
+def cache_bytes_per_token(spec: VariantSpec, shape: ModelConfig | AttentionShape, bytes_per_value: int) -> list[int]:
     """The formula in bytes: values per token per layer times the bytes of one value (4 for float32)."""
     return [values * bytes_per_value for values in cache_values_per_token(spec, shape)]

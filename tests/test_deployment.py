@@ -1,0 +1,115 @@
+"""Deployments, by hand: tensor parallelism splits KV heads until it runs out of them, MLA's latent is replicated
+under TP and divided under data-parallel attention, an MoE step's memory ceiling counts its active parameters,
+and the compute ceiling takes over at large batch."""
+
+import pytest
+
+from explorer.config import read_config
+from explorer.deployment import Deployment, cache_share, decode_bound, max_batch, per_gpu
+from explorer.deployment import longest_context as deployed_longest_context
+from explorer.hardware import gpu_named
+from explorer.kv import kv_cache_size
+from explorer.params import estimate_parameters
+
+H100, H200 = gpu_named("H100 SXM"), gpu_named("H200")
+
+
+def cache_per_gpu(name, count, parallel="tp", batch=8, tokens=8192):
+    layout = read_config(name)
+    return per_gpu(layout, estimate_parameters(layout), "bf16", Deployment(H100, count, parallel), tokens, batch).kv_cache
+
+
+def test_tensor_parallel_splits_kv_heads_until_it_runs_out_of_them():
+    whole = kv_cache_size(read_config("llama-3-8b"), 8192, 8).kv_cache_bytes  # 8 KV heads
+    assert cache_per_gpu("llama-3-8b", 1) == whole
+    assert cache_per_gpu("llama-3-8b", 2) == whole / 2
+    assert cache_per_gpu("llama-3-8b", 8) == whole / 8
+    assert cache_per_gpu("llama-3-8b", 16) == whole / 8  # past 8 ranks the heads are replicated
+    assert cache_share(read_config("llama-3-8b"), Deployment(H100, 3)) == 3 / 8  # ceil(8 / 3) heads per rank
+
+
+def test_mla_latent_is_replicated_under_tp_and_divided_under_dp_attention():
+    whole = kv_cache_size(read_config("deepseek-v2"), 8192, 8).kv_cache_bytes
+    assert cache_per_gpu("deepseek-v2", 1) == cache_per_gpu("deepseek-v2", 4) == whole
+    assert cache_per_gpu("deepseek-v2", 4, "dp-attention") == whole / 4  # 2 of the 8 sequences per rank
+
+
+def test_moe_memory_ceiling_at_batch_1_counts_the_active_parameters():
+    layout = read_config("deepseek-v3")
+    parameters = estimate_parameters(layout)
+    bound = decode_bound(layout, parameters, "fp8", Deployment(H200, 1), 4096, 1, "bf16")
+    cache = 4096 * 61 * 576 * 2
+    assert bound.memory_tokens_per_s == pytest.approx(4.8e12 / (parameters.active_per_token + cache))
+    assert bound.bound_by == "memory"
+    eight = decode_bound(layout, parameters, "fp8", Deployment(H200, 8), 4096, 1, "bf16")
+    assert eight.memory_tokens_per_s == pytest.approx(4.8e12 / (parameters.active_per_token / 8 + cache))
+
+
+def test_the_compute_ceiling_takes_over_at_large_batch():
+    layout = read_config("llama-3-8b")
+    parameters = estimate_parameters(layout)
+    deployment = Deployment(H100, 1)
+    small = decode_bound(layout, parameters, "bf16", deployment, 128, 1)
+    large = decode_bound(layout, parameters, "bf16", deployment, 128, 4096)
+    assert small.bound_by == "memory" and large.bound_by == "compute"
+    flops_per_token = 2 * parameters.active_per_token + 2 * 32 * 2 * 128 * 32 * 128  # weights + attention
+    assert large.compute_tokens_per_s == pytest.approx(989.4e12 / flops_per_token)
+    assert large.tokens_per_s == large.compute_tokens_per_s < large.memory_tokens_per_s
+
+
+def test_capacity_of_a_deployment():
+    layout = read_config("llama-3-70b")
+    parameters = estimate_parameters(layout)
+    two = Deployment(H100, 2)
+    tokens = deployed_longest_context(layout, parameters, "bf16", two)
+    held = parameters.total * 2 / 2  # bf16 weights split over 2 GPUs
+    per_token = 80 * 2 * 4 * 128 * 2  # 8 KV heads split over 2 ranks: 4 each
+    assert tokens == (H100.memory_bytes - held) // per_token
+    batch = max_batch(layout, parameters, "bf16", two, 4096)
+    assert batch == (H100.memory_bytes - held) // (4096 * per_token)
+    with pytest.raises(ValueError, match="at least one GPU"):
+        Deployment(H100, 0)
+
+
+def test_the_command_line_answers_for_a_deployment(capsys):
+    import json
+
+    from explorer.__main__ import main
+
+    assert main(["kv", "--config", "llama-3-8b", "--gpu", "H100 SXM", "--gpus", "2", "--parallel", "tp",
+                 "--weights-dtype", "fp8", "--dtype", "bf16", "--tokens", "8192", "--batch", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    parameters = estimate_parameters("llama-3-8b")
+    cache = 4 * 8192 * 128 * 1024 / 2  # 8 KV heads split over 2 ranks
+    assert report["per_gpu_bytes"] == {"weights": parameters.total / 2, "kv_cache": cache,
+                                       "total": parameters.total / 2 + cache}
+    assert report["fits"] and report["bound_by"] == "memory"
+    assert report["max_batch"] == (H100.memory_bytes - parameters.total // 2) // (8192 * 64 * 1024)
+    assert report["longest_context"] == (H100.memory_bytes - parameters.total // 2) // (4 * 64 * 1024)
+    bound = decode_bound(read_config("llama-3-8b"), parameters, "fp8", Deployment(H100, 2), 8192, 4)
+    assert report["decode_tokens_per_s"] == pytest.approx(bound.tokens_per_s)
+    assert main(["kv", "--config", "llama-3-8b", "--gpus", "0"]) == 2  # a sentence, not a traceback
+    assert "at least one GPU" in capsys.readouterr().err
+
+
+def test_the_ceilings_chart_marks_where_compute_takes_over():
+    from explorer.charts.kv import ceilings_figure
+    from explorer.deployment import batch_grid, ceiling_curves
+    from explorer.kv import variant_layouts
+
+    layout = read_config("llama-3-8b")
+    parameters = estimate_parameters(layout)
+    deployment = Deployment(H100, 1)
+    batches = batch_grid(4096)
+    assert batches[:3] == [1, 2, 4] and batches[-1] == 4096
+    memory, compute = ceiling_curves(variant_layouts(layout), parameters, "bf16", deployment, 128, batches, "bf16")
+    as_built = "GQA (8 KV heads), as built"
+    at_1 = decode_bound(layout, parameters, "bf16", deployment, 128, 1)
+    assert memory[as_built][0] == pytest.approx(at_1.memory_tokens_per_s)
+    assert compute[as_built][0] == pytest.approx(at_1.compute_tokens_per_s)
+    figure = ceilings_figure(batches, memory, compute, deployment.label)
+    turn = next(i for i, (m, c) in enumerate(zip(memory[as_built], compute[as_built])) if c <= m)
+    marker = next(trace for trace in figure.data if trace.mode == "markers" and trace.name.startswith(as_built))
+    assert marker.x[0] == batches[turn] and marker.name.endswith(f"compute-bound from batch {batches[turn]:,}")
+    with pytest.raises(ValueError, match="same variants"):
+        ceilings_figure(batches, memory, {as_built: compute[as_built]}, deployment.label)
