@@ -107,11 +107,10 @@ def cache_size_figure(
         )
     tallest = max(weight_bytes + max(values) for values in cache_bytes.values()) if cache_bytes else weight_bytes
     top = max(tallest, min(memory_lines.values(), default=0)) * 1.15 / GIB
-    for label, y in _label_positions(memory_lines, top).items():
+    shown = {label: size for label, size in memory_lines.items() if size / GIB <= top}  # lines above: not drawn
+    for label, y in _label_positions(shown, top).items():
         line = memory_lines[label] / GIB
         figure.add_hline(y=line, line=dict(color=MEMORY_COLOUR, dash="dash", width=1))
-        if line > top:
-            continue  # above the axis: no label for a line not drawn
         moved = abs(y - line) > 1e-9 * top
         figure.add_annotation(  # at the right edge, above its line, or lifted with an arrow back to it
             x=1, xref="paper", xanchor="right", y=line, yanchor="bottom", text=label, showarrow=moved,
@@ -138,7 +137,7 @@ def cache_size_figure(
         margin=dict(l=10, r=10, t=60, b=10),
         xaxis=dict(title="context length (tokens per sequence)", type="log" if log_x else "linear"),
         yaxis=dict(
-            title="weights + KV cache (GiB)",
+            title="weights + KV cache (GiB)" if weight_bytes > 0 else "KV cache (GiB)",
             type="log" if log_y else "linear",
             range=None if log_y else [0, top],
         ),
