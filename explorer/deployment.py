@@ -89,7 +89,12 @@ def per_gpu(
         read = attention + (weights.read_bytes(batch) - attention) / n
         sequences = math.ceil(batch / n)  # each rank decodes its own sequences
         cache = kv_cache_size(layout, tokens, sequences, cache_dtype).kv_cache_bytes
-    flops = batch * decode_flops_per_token(layout, parameters, tokens) / n
+    per_token = decode_flops_per_token(layout, parameters, tokens)
+    if deployment.parallel == "tp":
+        flops = batch * per_token / n
+    else:  # its own sequences' attention (projections and over the context), an even share of the rest
+        attention = 2 * parameters.attention + (per_token - 2 * parameters.active_per_token)
+        flops = sequences * attention + batch * (per_token - attention) / n
     return PerGPU(held, cache, held + cache <= deployment.gpu.memory_bytes, read, flops)
 
 

@@ -212,3 +212,20 @@ def test_the_ceilings_against_context_mark_where_decode_turns_memory_bound():
     names = [trace.name for trace in figure.data if trace.mode == "markers" and trace.name.startswith(as_built)]
     assert names == [f"{as_built}: compute-bound from context 16", f"{as_built}: memory-bound from context {turn:,}"]
     assert "against context" in figure.layout.title.text
+
+
+def test_under_dp_attention_a_gpu_computes_its_own_sequences_attention():
+    """8 H200s, data-parallel attention, 8 sequences: each GPU computes one sequence's attention (projections and
+    scores over its context) and an eighth of every sequence's MLP and expert work."""
+    from explorer.deployment import decode_flops_per_token
+
+    layout = read_config("deepseek-v3")
+    parameters = estimate_parameters(layout)
+    per_token = decode_flops_per_token(layout, parameters, 4096)
+    over_context = per_token - 2 * parameters.active_per_token  # 61 layers x 128 heads x (2 x 512 + 64) x 2 x 4096
+    assert over_context == 2 * 128 * (2 * 512 + 64) * 61 * 4096
+    attention = 2 * parameters.attention + over_context
+    share = per_gpu(layout, parameters, "fp8", Deployment(H200, 8, "dp-attention"), 4096, 8)
+    assert share.flops == pytest.approx(attention + 8 * (per_token - attention) / 8)
+    one = per_gpu(layout, parameters, "fp8", Deployment(H200, 8, "dp-attention"), 4096, 1)
+    assert one.flops == pytest.approx(attention + (per_token - attention) / 8)  # batch 1: one GPU does it all
