@@ -103,7 +103,7 @@ def cache_size_figure(
     if weight_bytes > 0:
         figure.add_hline(
             y=weight_bytes / GIB, line=dict(color=WEIGHTS_COLOUR, dash="dot"),
-            annotation_text=f"weights {weight_bytes / GIB:,.1f} GiB", annotation_position="bottom right",
+            annotation_text=f"weights {weight_bytes / GIB:,.1f} GiB", annotation_position="bottom left",  # memory labels: right
         )
     tallest = max(weight_bytes + max(values) for values in cache_bytes.values()) if cache_bytes else weight_bytes
     top = max(tallest, min(memory_lines.values(), default=0)) * 1.15 / GIB
