@@ -144,16 +144,17 @@ else:
                    "deployment has no decode speed; the charts stop where it no longer fits.")
     capacity_rows = serving.capacity_table(layouts, parameters, weights_dtype, deployment, tokens, batch, dtype)
     st.dataframe(pd.DataFrame(capacity_rows), hide_index=True)
+    dp_text = (" Data-parallel attention keeps each GPU's own sequences' cache and a whole copy of the attention "
+               "weights, with the routed experts expert-parallel (each GPU holds its share) and the rest tensor-"
+               "parallel. At batch 1 only one GPU then has a sequence: it reads and computes all of its attention and "
+               "its share of the experts the token picked (taken as spread evenly), and every step waits for it."
+               if parallel == "dp-attention" or parameters.routed_experts else "")
     speed = (f"Decode is bound by {bound.bound_by} here: memory allows {bound.memory_tokens_per_s:,.0f} tokens/s, "
              f"compute {bound.compute_tokens_per_s:,.0f}." if bound.fits else "")
     st.caption(
         f"{deployment.label}, {weights_dtype} weights, {dtype} cache, {batch} sequences of {tokens:,} tokens. Tensor "
         "parallelism splits the weights and the KV heads (past the KV-head count, heads are replicated; an MLA "
-        "latent is kept whole on every rank). Data-parallel attention keeps each GPU's own sequences' cache and a "
-        "whole copy of the attention weights, with the routed experts expert-parallel (each GPU holds its share) "
-        "and the rest tensor-parallel. At batch 1 only one GPU then has a sequence: it reads all its attention "
-        "weights and its share of the experts the token picked (taken as spread evenly), and every step waits for "
-        f"it. {speed}"
+        f"latent is kept whole on every rank).{dp_text} {speed}"
     )
     memory_ceiling, compute_ceiling = serving.context_ceiling_curves(layouts, parameters, weights_dtype, deployment,
                                                                      contexts, batch, dtype)
