@@ -87,7 +87,7 @@ def test_the_variant_lab_choice_joins_the_chart():
 
 def test_a_link_restores_a_deployment_and_its_capacity():
     from explorer.config import read_config
-    from explorer.deployment import Deployment, capacity_table
+    from explorer.deployment import Deployment, capacity_table, decode_bound
     from explorer.hardware import gpu_named
     from explorer.kv import variant_layouts
     from explorer.params import estimate_parameters
@@ -104,6 +104,13 @@ def test_a_link_restores_a_deployment_and_its_capacity():
     assert mla["largest batch at 32,768 tokens"] == expected[2]["largest batch at 32,768 tokens"] > 64
     assert mla["fits"] and mla["bound by"] == "memory"
     assert any("8×H200 (dp-attention)" in caption.value for caption in kv_page.caption)
+    drawn = figures(kv_page)
+    context = drawn["Decode ceilings on 8×H200 (dp-attention) against context: memory (solid) and compute (dotted)"]
+    mla_memory = next(trace for trace in context["data"] if trace["name"] == "MLA (512 + 64), as built: memory")
+    at_32k = decode_bound(layout, estimate_parameters(layout), "fp8", Deployment(gpu_named("H200"), 8, "dp-attention"),
+                          32768, 64, "bf16")
+    assert 32768 in mla_memory["x"]
+    assert mla_memory["y"][list(mla_memory["x"]).index(32768)] == pytest.approx(at_32k.memory_tokens_per_s)
 
 
 @pytest.mark.parametrize("config, opened, weights, chart", [
