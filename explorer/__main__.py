@@ -207,8 +207,9 @@ def _kv(args) -> int:
         print(f"  on {deployment.label}: per GPU {share['weights'] / 2**30:,.1f} GiB weights + "
               f"{share['kv_cache'] / 2**30:,.2f} GiB cache = {share['total'] / 2**30:,.1f} GiB of "
               f"{gpu.memory_gib:g} GiB ({'fits' if report['fits'] else 'does not fit'}); longest context "
-              f"{report['longest_context']}, largest batch at {args.tokens:,} tokens {report['max_batch']:,}; decode "
-              f"{report['decode_tokens_per_s']:,.1f} tokens/s for the batch, bound by {report['bound_by']}")
+              f"{report['longest_context']}, largest batch at {args.tokens:,} tokens {report['max_batch']:,}; "
+              + (f"decode {report['decode_tokens_per_s']:,.1f} tokens/s for the batch, bound by {report['bound_by']}"
+                 if report["fits"] else "no decode speed: weights and cache do not fit on these GPUs"))
     for reason in layout.missing.values():
         print(f"  cannot compute: {reason}")
     for note in layout.notes:
@@ -231,8 +232,8 @@ def _deployment_fields(serving, layout, parameters, deployment, args) -> dict:
         "longest_context": serving.longest_context(layout, parameters, args.weights_dtype, deployment, args.batch,
                                                    args.dtype),
         "max_batch": serving.max_batch(layout, parameters, args.weights_dtype, deployment, args.tokens, args.dtype),
-        "decode_tokens_per_s": bound.tokens_per_s,
-        "bound_by": bound.bound_by,
+        "decode_tokens_per_s": bound.tokens_per_s if bound.fits else None,  # null: this deployment cannot run
+        "bound_by": bound.bound_by if bound.fits else None,
     }
 
 

@@ -5,7 +5,14 @@ ceilings of a decode step (memory: bytes read / bandwidth; compute: FLOPs / peak
 Rules (each tested by hand): tensor parallelism splits the weights and the KV heads; once it exceeds the KV heads,
 heads are replicated, so the cache per GPU stops shrinking. MLA's latent cannot be split by head: every tensor-
 parallel rank keeps all of it. Under data-parallel attention each GPU keeps only its own sequences' cache and a
-whole copy of the attention weights; the rest (MLP, experts, embeddings) is split over the GPUs.
+whole copy of the attention weights; the routed experts are expert-parallel (each GPU holds E / count of them) and
+the rest (dense MLPs, shared experts, embeddings) is tensor-parallel, so everything but attention is split evenly.
+
+At batch 1 under data-parallel attention only one GPU has a sequence: it reads its whole copy of the attention
+weights, and the experts its token picked are read on the GPUs that hold them, taken as spread evenly (1 / count
+of the routed weights read per GPU). Each step waits for the slowest GPU, so the ceilings use that one GPU's bytes
+and FLOPs. A deployment whose weights and cache do not fit has no decode speed: `DecodeBound.fits` is False and
+the command line's `decode_tokens_per_s` is null.
 """
 
 from __future__ import annotations
@@ -82,7 +89,12 @@ def per_gpu(
         read = attention + (weights.read_bytes(batch) - attention) / n
         sequences = math.ceil(batch / n)  # each rank decodes its own sequences
         cache = kv_cache_size(layout, tokens, sequences, cache_dtype).kv_cache_bytes
-    flops = batch * decode_flops_per_token(layout, parameters, tokens) / n
+    per_token = decode_flops_per_token(layout, parameters, tokens)
+    if deployment.parallel == "tp":
+        flops = batch * per_token / n
+    else:  # its own sequences' attention (projections and over the context), an even share of the rest
+        attention = 2 * parameters.attention + (per_token - 2 * parameters.active_per_token)
+        flops = sequences * attention + batch * (per_token - attention) / n
     return PerGPU(held, cache, held + cache <= deployment.gpu.memory_bytes, read, flops)
 
 
@@ -105,6 +117,7 @@ class DecodeBound:
     compute_tokens_per_s: float  # batch / (FLOPs one GPU does / its peak)
     tokens_per_s: float  # the lower of the two
     bound_by: Literal["memory", "compute"]
+    fits: bool = True  # weights and cache fit on every GPU (False: the figures are for a deployment that cannot run)
 
 
 def decode_bound(
@@ -117,10 +130,11 @@ def decode_bound(
     share = per_gpu(layout, parameters, weights_dtype, deployment, tokens, batch, cache_dtype)
     memory = batch * gpu.bandwidth_bytes_per_s / (share.weight_read + share.kv_cache)
     compute = batch * gpu.peak_flops(weights_dtype) / share.flops
-    return DecodeBound(memory, compute, min(memory, compute), "memory" if memory <= compute else "compute")
+    return DecodeBound(memory, compute, min(memory, compute), "memory" if memory <= compute else "compute",
+                       share.fits)
 
 
-def _largest(fits, start: int = 1, limit: int = 1 << 24) -> int:
+def _largest(fits, start: int = 1, limit: int = 1 << 40) -> int:
     """The largest n in [start, limit] with fits(n), for fits that holds up to some n and fails after; 0 if none."""
     if not fits(start):
         return 0
@@ -152,17 +166,27 @@ def max_batch(layout, parameters, weights_dtype, deployment, tokens, cache_dtype
                                           cache_dtype).fits)
 
 
+SERVING_KEY = "_serving"  # in a reference config: {"gpu": ..., "weights_dtype": ...} it is usually served on
+
+
+def serving_defaults(config: dict | None) -> tuple[str, str]:
+    """(GPU name, weights dtype) a model opens on: its reference config's `_serving` entry (DeepSeek-V3: H200 with
+    fp8 weights, as it is published; Llama-3-70B: H100 SXM), else an H200 with bf16 weights."""
+    entry = (config or {}).get(SERVING_KEY, {})
+    return entry.get("gpu", "H200"), entry.get("weights_dtype", "bf16")
+
+
 def default_deployment(layout: ModelConfig, parameters: ParameterEstimate | None, weights_dtype: str,
-                       gpu: GPU) -> Deployment:
-    """A deployment that can serve the model: the fewest of `gpu` (1, 2, 4, 8, then whole nodes) whose memory
-    holds the weights with a fifth left for the cache; data-parallel attention for MLA (its latent cannot be split
-    by head), tensor parallel otherwise."""
+                       gpu: GPU, tokens: int = 32_768, cache_dtype: str = "bf16") -> Deployment:
+    """A deployment that can serve the model: the fewest of `gpu` (1, 2, 4, 8, then whole nodes) that hold the
+    weights and one sequence of `tokens` tokens; data-parallel attention for MLA (its latent cannot be split by
+    head), tensor parallel otherwise."""
     parallel: Parallel = "dp-attention" if layout.attention == "mla" else "tp"
     for count in (1, 2, 4, 8, 16, 24, 32, 48, 64):
         deployment = Deployment(gpu, count, parallel)
         if parameters is None:
             return deployment
-        if per_gpu(layout, parameters, weights_dtype, deployment, 1).weights <= 0.8 * gpu.memory_bytes:
+        if per_gpu(layout, parameters, weights_dtype, deployment, tokens, 1, cache_dtype).fits:
             return deployment
     return Deployment(gpu, 64, parallel)
 
@@ -184,8 +208,8 @@ def capacity_table(layouts, parameters: ParameterEstimate, weights_dtype: str, d
             f"longest context at batch {batch}": "no limit" if longest is None else f"{longest:,}",
             f"largest batch at {tokens:,} tokens": max_batch(layout, parameters, weights_dtype, deployment, tokens,
                                                              cache_dtype),
-            "decode tokens/s (batch)": round(bound.tokens_per_s, 1),
-            "bound by": bound.bound_by,
+            "decode tokens/s (batch)": round(bound.tokens_per_s, 1) if bound.fits else None,
+            "bound by": bound.bound_by if bound.fits else "does not fit",
         })
     return rows
 
@@ -209,3 +233,27 @@ def ceiling_curves(layouts, parameters: ParameterEstimate, weights_dtype: str, d
             memory[layout.legend].append(bound.memory_tokens_per_s if fits else math.nan)
             compute[layout.legend].append(bound.compute_tokens_per_s if fits else math.nan)
     return memory, compute
+
+
+def context_ceiling_curves(layouts, parameters: ParameterEstimate, weights_dtype: str, deployment: Deployment,
+                           contexts, batch: int, cache_dtype: str) -> tuple[dict[str, list[float]],
+                                                                             dict[str, list[float]]]:
+    """(memory ceiling, compute ceiling) of the whole batch's decode tokens/s at each context length, by variant
+    legend; NaN where weights and cache do not fit on the deployment (for explorer.charts.kv.ceilings_figure)."""
+    memory: dict[str, list[float]] = {}
+    compute: dict[str, list[float]] = {}
+    for layout in layouts:
+        memory[layout.legend], compute[layout.legend] = [], []
+        for tokens in contexts:
+            bound = decode_bound(layout, parameters, weights_dtype, deployment, tokens, batch, cache_dtype)
+            memory[layout.legend].append(bound.memory_tokens_per_s if bound.fits else math.nan)
+            compute[layout.legend].append(bound.compute_tokens_per_s if bound.fits else math.nan)
+    return memory, compute
+
+
+def gpu_figures(gpu: GPU, weights_dtype: str) -> str:
+    """One GPU's figures behind the ceilings, with their sources (a sentence for the page)."""
+    fp8 = f"{gpu.fp8_tflops:,.0f} dense fp8" if gpu.fp8_tflops else "no fp8 tensor cores"
+    return (f"Each {gpu.name}: {gpu.memory_gib:g} GiB a framework can allocate ({gpu.memory_source}); "
+            f"{gpu.bandwidth_gb_per_s:,.0f} GB/s; {gpu.bf16_tflops:,.0f} dense bf16 and {fp8} TFLOP/s, "
+            f"{gpu.peak_flops(weights_dtype) / 1e12:,.0f} used for {weights_dtype} weights ({gpu.source}).")

@@ -52,11 +52,12 @@ class ViewState:
     tokens: int = 32_768  # context length per sequence
     batch: int = 1  # sequences held at once
     dtype: str = "bf16"  # cache dtype
-    weights_dtype: str = "bf16"  # weights dtype, apart from the cache's (bf16 or fp8 weights with an fp8 cache)
+    weights_dtype: str = "auto"  # weights dtype, apart from the cache's; auto: the model's own (DeepSeek-V3: fp8)
     gpu: str | None = None  # GPU of the rooflines ("none": no roofline); None: each page's own default
     gpus: int | None = None  # GPUs serving the model (None: the fewest that can serve it)
     parallel: str = "auto"  # tp, dp-attention, or auto (dp-attention for MLA, tp otherwise)
     log_context: bool = True  # context axis of the cache and roofline charts on a log scale
+    cache_view: str = "auto"  # cache chart: with the weights, cache only, or auto (cache only when weights dwarf it)
     measure_tokens: int = 128  # tokens run to weigh the real caches (16-512, in steps of 16)
     # self vs causal: one column per model (a layer of None is that model's last layer)
     minilm_layer: int | None = None  # encoder column (all-MiniLM-L6-v2): layer shown
@@ -119,7 +120,8 @@ SWITCHES = ("log_colours", "log_context")  # on/off parameters, written 1 or 0
 CHOICES: dict[str, tuple[str, ...]] = {
     "variant": VARIANTS,
     "dtype": CACHE_DTYPES,
-    "weights_dtype": CACHE_DTYPES,
+    "weights_dtype": ("auto", *CACHE_DTYPES),
+    "cache_view": ("auto", "with-weights", "cache-only"),
     "parallel": ("auto", "tp", "dp-attention"),
     "merge": ("mean", "first", "aligned"),
     "form": ("naive", "decoupled"),

@@ -130,7 +130,8 @@ def test_a_link_restores_the_cross_attention_view():
 
 
 def test_a_link_restores_the_kv_page_axis_and_measured_tokens():
-    app = open_page("views/kv_cache.py", {"config": "mistral-7b", "log_context": "0", "measure_tokens": "256"})
+    app = open_page("views/kv_cache.py", {"config": "mistral-7b", "log_context": "0", "measure_tokens": "256",
+                                          "cache_view": "with-weights"})  # (auto: cache only, 4k window)
     assert not app.exception
     curve = figures(app)["Memory for weights and KV cache"]
     assert curve["layout"]["xaxis"].get("type", "linear") == "linear"

@@ -215,6 +215,26 @@ def test_a_link_restores_a_deployment_on_the_kv_page(server, browser):
     page.close()
 
 
+@pytest.mark.parametrize("config, opened", [
+    ("deepseek-v3", "8×H200 (dp-attention), fp8 weights"),
+    ("llama-3-70b", "2×H100 SXM (tp), bf16 weights"),
+    ("smollm2-135m", "1×H200 (tp), bf16 weights"),
+])
+def test_each_reference_model_opens_on_a_deployment_that_serves_it(server, browser, config, opened):
+    """At 1280 px, the model alone in the link: the page opens on a deployment that serves it, draws its ceilings
+    against context and batch, and names the GPU's figures and sources (screenshots in test-artifacts)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 4400})
+    page.goto(f"{server}/kv_cache?config={config}")
+    wait_idle(page, 180_000)
+    page.get_by_text(f"Decode ceilings on {opened.split(',')[0]} against batch").first.wait_for(timeout=180_000)
+    main = page.locator('[data-testid="stMain"]').inner_text()
+    assert opened in main and "Each " in main and "datasheet" in main
+    assert "does not fit on" not in main  # no warning: the default deployment serves the model
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"kv_cache_default_{config}.png", full_page=True)
+    page.close()
+
+
 def test_the_variant_lab_converts_and_measures_in_a_browser(server, browser):
     page = open_page(browser, f"{server}/variant_lab?variant=mla&latent_rank=192", height=5000, timeout_ms=600_000)
     page.wait_for_selector('[data-testid="stMetric"]', timeout=600_000)

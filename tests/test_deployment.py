@@ -2,6 +2,8 @@
 under TP and divided under data-parallel attention, an MoE step's memory ceiling counts its active parameters,
 and the compute ceiling takes over at large batch."""
 
+import math
+
 import pytest
 
 from explorer.config import read_config
@@ -113,3 +115,119 @@ def test_the_ceilings_chart_marks_where_compute_takes_over():
     assert marker.x[0] == batches[turn] and marker.name.endswith(f"compute-bound from batch {batches[turn]:,}")
     with pytest.raises(ValueError, match="same variants"):
         ceilings_figure(batches, memory, {as_built: compute[as_built]}, deployment.label)
+
+
+def test_data_parallel_attention_replicates_attention_and_splits_the_experts():
+    """DeepSeek-V3 on 8 H200s, fp8 weights: each GPU holds all the attention weights (data-parallel attention) and an
+    eighth of the rest (routed experts expert-parallel, dense MLPs, shared experts and embeddings split)."""
+    layout = read_config("deepseek-v3")
+    parameters = estimate_parameters(layout)
+    eight = Deployment(H200, 8, "dp-attention")
+    share = per_gpu(layout, parameters, "fp8", eight, 32768, 1)
+    assert share.weights == parameters.attention + (parameters.total - parameters.attention) / 8  # 1 byte each
+    assert share.kv_cache == 32768 * 61 * 576 * 2  # the one sequence lives on one GPU: 61 layers x 576 values
+    # batch 1: the GPU with the sequence reads all its attention weights and an eighth of what the token routes to
+    assert share.weight_read == parameters.attention + (parameters.read_per_step(1) - parameters.attention) / 8
+    # under tensor parallelism the same GPUs keep the whole latent on every rank and an eighth of every weight
+    tp = per_gpu(layout, parameters, "fp8", Deployment(H200, 8, "tp"), 32768, 8)
+    assert tp.weights == parameters.total / 8 and tp.kv_cache == 8 * 32768 * 61 * 576 * 2
+
+
+def test_the_reported_figures_of_deepseek_v3_and_llama_3_70b():
+    """The figures the issue asks for, each from the rules above by hand."""
+    layout = read_config("deepseek-v3")
+    parameters = estimate_parameters(layout)
+    eight = Deployment(H200, 8, "dp-attention")
+    held = parameters.attention + (parameters.total - parameters.attention) / 8
+    per_token = 61 * 576 * 2  # bf16 latent and RoPE key per token, all layers
+    room = H200.memory_bytes - held
+    assert deployed_longest_context(layout, parameters, "fp8", eight, 1, "bf16") == int(room // per_token)
+    # at 32k, each GPU holds batch / 8 sequences: the largest batch is 8 x the sequences one GPU's room holds
+    assert max_batch(layout, parameters, "fp8", eight, 32768, "bf16") == 8 * int(room // (32768 * per_token))
+    assert decode_bound(layout, parameters, "fp8", eight, 32768, 1, "bf16").bound_by == "memory"
+    assert decode_bound(layout, parameters, "fp8", eight, 32768, 64, "bf16").bound_by == "memory"
+    seventy = read_config("llama-3-70b")
+    held = estimate_parameters(seventy).total * 2 / 2
+    assert deployed_longest_context(seventy, estimate_parameters(seventy), "bf16", Deployment(H100, 2)) == \
+        (H100.memory_bytes - held) // (80 * 2 * 4 * 128 * 2)
+
+
+def test_a_deployment_that_does_not_fit_has_no_decode_speed(capsys):
+    import json
+
+    from explorer.__main__ import main
+
+    layout = read_config("deepseek-v3")
+    assert not decode_bound(layout, estimate_parameters(layout), "fp8", Deployment(H200, 1), 4096).fits
+    assert main(["kv", "--config", "deepseek-v3", "--gpus", "1", "--weights-dtype", "fp8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fits"] is False and report["decode_tokens_per_s"] is None and report["bound_by"] is None
+    assert main(["kv", "--config", "deepseek-v3", "--gpus", "8", "--parallel", "dp-attention",
+                 "--weights-dtype", "fp8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fits"] is True and report["decode_tokens_per_s"] > 0 and report["bound_by"] == "memory"
+
+
+def test_each_reference_model_opens_on_a_deployment_that_serves_it():
+    from explorer.config_sources import reference_models
+    from explorer.deployment import default_deployment, serving_defaults
+
+    opened = {}
+    for name, config in reference_models().items():
+        layout = read_config(name)
+        if not layout.is_decoder or "parameters" in layout.missing:
+            continue
+        gpu, weights_dtype = serving_defaults(config)
+        parameters = estimate_parameters(layout)
+        deployment = default_deployment(layout, parameters, weights_dtype, gpu_named(gpu), 32768)
+        assert per_gpu(layout, parameters, weights_dtype, deployment, 32768).fits, name  # one 32k sequence fits
+        if deployment.count > 1:  # and it is the fewest that do
+            fewer = Deployment(deployment.gpu, deployment.count // 2, deployment.parallel)
+            assert not per_gpu(layout, parameters, weights_dtype, fewer, 32768).fits, name
+        opened[name] = (deployment.label, weights_dtype)
+    assert opened["deepseek-v3"] == ("8×H200 (dp-attention)", "fp8")
+    assert opened["llama-3-70b"] == ("2×H100 SXM (tp)", "bf16")
+    assert opened["smollm2-135m"] == ("1×H200 (tp)", "bf16")
+
+
+def test_the_ceilings_against_context_mark_where_decode_turns_memory_bound():
+    """1,024 sequences of Llama-3-8B on one H100: compute bounds short contexts; the cache read grows with the
+    context until memory bounds it, and the chart marks that point (then the batch stops fitting)."""
+    from explorer.charts.kv import ceilings_figure
+    from explorer.deployment import context_ceiling_curves
+    from explorer.kv import variant_layouts
+    from explorer.roofline import context_grid
+
+    layout = read_config("llama-3-8b")
+    parameters = estimate_parameters(layout)
+    deployment = Deployment(H100, 1)
+    contexts = context_grid(2**16, points=17, min_tokens=16)
+    memory, compute = context_ceiling_curves(variant_layouts(layout), parameters, "bf16", deployment, contexts, 1024,
+                                             "bf16")
+    as_built = "GQA (8 KV heads), as built"
+    bounds = [decode_bound(layout, parameters, "bf16", deployment, tokens, 1024) for tokens in contexts]
+    fitting = [bound for bound in bounds if bound.fits]
+    assert fitting[0].bound_by == "compute" and fitting[-1].bound_by == "memory" and not bounds[-1].fits
+    assert [m for m in memory[as_built] if not math.isnan(m)] == [b.memory_tokens_per_s for b in bounds if b.fits]
+    turn = next(tokens for tokens, bound in zip(contexts, bounds) if bound.bound_by == "memory")
+    figure = ceilings_figure(contexts, memory, compute, deployment.label, against="context")
+    names = [trace.name for trace in figure.data if trace.mode == "markers" and trace.name.startswith(as_built)]
+    assert names == [f"{as_built}: compute-bound from context 16", f"{as_built}: memory-bound from context {turn:,}"]
+    assert "against context" in figure.layout.title.text
+
+
+def test_under_dp_attention_a_gpu_computes_its_own_sequences_attention():
+    """8 H200s, data-parallel attention, 8 sequences: each GPU computes one sequence's attention (projections and
+    scores over its context) and an eighth of every sequence's MLP and expert work."""
+    from explorer.deployment import decode_flops_per_token
+
+    layout = read_config("deepseek-v3")
+    parameters = estimate_parameters(layout)
+    per_token = decode_flops_per_token(layout, parameters, 4096)
+    over_context = per_token - 2 * parameters.active_per_token  # 61 layers x 128 heads x (2 x 512 + 64) x 2 x 4096
+    assert over_context == 2 * 128 * (2 * 512 + 64) * 61 * 4096
+    attention = 2 * parameters.attention + over_context
+    share = per_gpu(layout, parameters, "fp8", Deployment(H200, 8, "dp-attention"), 4096, 8)
+    assert share.flops == pytest.approx(attention + 8 * (per_token - attention) / 8)
+    one = per_gpu(layout, parameters, "fp8", Deployment(H200, 8, "dp-attention"), 4096, 1)
+    assert one.flops == pytest.approx(attention + (per_token - attention) / 8)  # batch 1: one GPU does it all

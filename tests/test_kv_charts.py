@@ -91,15 +91,31 @@ def test_chart_inputs_are_checked_with_sentences():
     assert roofline_figure([0, 2], {"a": [1.0, math.nan]}, "H200", log_x=False).data[0].y == (1.0, None)
 
 
-def test_memory_line_labels_do_not_overlap(llama):
-    layouts, weights = llama
-    contexts = context_grid(2**20)
-    lines = gpu_memory_lines()  # 23.6, 45.0, 79.1 and 139.8 GiB under a ~700 GiB axis (DeepSeek-V3's scale)
+def _label_heights(figure):
+    """(label y, line y, text) of each memory-line label: a label lifted off its line points back with an arrow."""
+    return sorted((a.ay if a.showarrow else a.y, a.y, a.text) for a in figure.layout.annotations if "GiB" in a.text
+                  and not a.text.startswith("weights"))
+
+
+@pytest.mark.parametrize("weights_gib, extra", [
+    (500, {}),  # DeepSeek-V3's scale: four lines crowd at the bottom of a ~700 GiB axis
+    (15, {"a": 20, "b": 21, "c": 22, "d": 40, "e": 41}),  # lines crowd at the bottom and in the middle
+    (150, {"a": 170, "b": 171, "c": 172}),  # and at the top, where a label pushed up would leave the axis
+    (0.25, {}),  # SmolLM2: one line on the axis, the others above it (they must not push its label down)
+])
+def test_memory_line_labels_do_not_overlap(llama, weights_gib, extra):
+    layouts, _ = llama
+    contexts = context_grid(2**14)
+    lines = {**gpu_memory_lines(), **{f"{size} GiB: {name}": size * GIB for name, size in extra.items()}}
     as_built = [layout for layout in layouts if not layout.converted]
-    figure = cache_size_figure(contexts, variant_cache_curves(as_built, contexts), 500 * GIB, lines)
-    labelled = sorted((a.y, a.xanchor, a.text) for a in figure.layout.annotations if "GiB:" in a.text)
+    figure = cache_size_figure(contexts, variant_cache_curves(as_built, contexts), weights_gib * GIB, lines)
     top = figure.layout.yaxis.range[1]
-    for side in ("left", "right"):
-        ys = [y for y, anchor, _ in labelled if anchor == side]
-        assert all(later - earlier >= 0.06 * top for earlier, later in zip(ys, ys[1:]))
-    assert {anchor for _, anchor, _ in labelled} == {"left", "right"}
+    labelled = _label_heights(figure)
+    drawn = sorted(size / GIB for size in lines.values() if size / GIB <= top)
+    assert [line for _, line, _ in labelled] == pytest.approx(drawn)  # each label's arrow ends on its line
+    heights = [label for label, _, _ in labelled]
+    assert all(later - earlier >= 0.055 * top - 1e-9 for earlier, later in zip(heights, heights[1:]))
+    assert all(0 <= height <= top for height in heights)
+    lowest_gap = min((b - a for a, b in zip(drawn, drawn[1:])), default=top)
+    if lowest_gap >= 0.055 * top:  # lines far enough apart keep their labels on them, with no arrow
+        assert heights == pytest.approx(drawn)

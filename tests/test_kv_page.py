@@ -87,7 +87,7 @@ def test_the_variant_lab_choice_joins_the_chart():
 
 def test_a_link_restores_a_deployment_and_its_capacity():
     from explorer.config import read_config
-    from explorer.deployment import Deployment, capacity_table
+    from explorer.deployment import Deployment, capacity_table, decode_bound
     from explorer.hardware import gpu_named
     from explorer.kv import variant_layouts
     from explorer.params import estimate_parameters
@@ -104,3 +104,40 @@ def test_a_link_restores_a_deployment_and_its_capacity():
     assert mla["largest batch at 32,768 tokens"] == expected[2]["largest batch at 32,768 tokens"] > 64
     assert mla["fits"] and mla["bound by"] == "memory"
     assert any("8×H200 (dp-attention)" in caption.value for caption in kv_page.caption)
+    drawn = figures(kv_page)
+    context = drawn["Decode ceilings on 8×H200 (dp-attention) against context: memory (solid) and compute (dotted)"]
+    mla_memory = next(trace for trace in context["data"] if trace["name"] == "MLA (512 + 64), as built: memory")
+    at_32k = decode_bound(layout, estimate_parameters(layout), "fp8", Deployment(gpu_named("H200"), 8, "dp-attention"),
+                          32768, 64, "bf16")
+    assert 32768 in mla_memory["x"]
+    assert mla_memory["y"][list(mla_memory["x"]).index(32768)] == pytest.approx(at_32k.memory_tokens_per_s)
+
+
+@pytest.mark.parametrize("config, opened, weights, chart", [
+    ("deepseek-v3", "8×H200 (dp-attention)", "fp8", "KV cache alone"),  # 625 GiB of weights dwarf the cache
+    ("llama-3-70b", "2×H100 SXM (tp)", "bf16", "Memory for weights and KV cache"),
+    ("smollm2-135m", "1×H200 (tp)", "bf16", "Memory for weights and KV cache"),
+])
+def test_each_reference_model_opens_on_a_deployment_that_serves_it(config, opened, weights, chart):
+    kv_page = open_kv_page({"config": config})
+    kv_page.run()
+    assert not kv_page.exception
+    assert kv_page.segmented_control[1].value == weights
+    drawn = figures(kv_page)
+    assert chart in drawn
+    context = next(figure for title, figure in drawn.items() if title.startswith(f"Decode ceilings on {opened} "
+                                                                                 "against context"))
+    as_built = next(trace for trace in context["data"] if trace["name"].endswith("as built: memory"))
+    assert any(y is not None for y in as_built["y"])  # the deployment serves the model: the ceilings are drawn
+    assert any(f"Each {opened.split('×')[1].split(' (')[0]}:" in caption.value for caption in kv_page.caption)
+    capacity = kv_page.dataframe[1].value
+    assert capacity[capacity["variant"].str.endswith("as built")].iloc[0]["fits"]
+    assert not kv_page.warning  # nothing on this deployment fails to fit
+
+
+def test_a_link_chooses_the_cache_view():
+    kv_page = open_kv_page({"config": "deepseek-v3", "cache_view": "with-weights"})
+    kv_page.run()
+    assert "Memory for weights and KV cache" in figures(kv_page)
+    kv_page.radio[0].set_value("cache-only").run()
+    assert "KV cache alone" in figures(kv_page) and kv_page.query_params["cache_view"] == "cache-only"

@@ -47,18 +47,21 @@ def _token_text(tokens: int) -> str:
     return f"{tokens / 1000:.0f}k" if tokens >= 10_000 else f"{tokens:,}"
 
 
-def _label_sides(memory_lines: Mapping[str, float], top_gib: float) -> dict[str, str]:
-    """Where each memory line's label goes: on the left, or on the right when it would touch the label below it
-    (closer than 6% of the axis); where lines crowd on both sides, the side with more room."""
-    sides: dict[str, str] = {}
-    last = {"top left": -math.inf, "top right": -math.inf}
-    for label, size in sorted(memory_lines.items(), key=lambda item: item[1]):
+def _label_positions(memory_lines: Mapping[str, float], top_gib: float, gap: float = 0.055) -> dict[str, float]:
+    """Where each memory line's label sits (GiB): at its line, moved up just enough to stay `gap` of the axis
+    clear of the label below it, and pulled back down (the whole stack) where that would leave the axis. Labels
+    away from their line get an arrow to it (`cache_size_figure`)."""
+    ordered = sorted(memory_lines.items(), key=lambda item: item[1])
+    step = gap * top_gib
+    positions = []
+    for _, size in ordered:
         y = size / GIB
-        side = "top left" if y - last["top left"] >= 0.06 * top_gib else "top right"
-        if y - last[side] < 0.06 * top_gib:
-            side = "top left" if last["top left"] <= last["top right"] else "top right"
-        sides[label], last[side] = side, y
-    return sides
+        positions.append(max(y, positions[-1] + step) if positions else y)
+    ceiling = top_gib * (1 - gap / 2)
+    for index in range(len(positions) - 1, -1, -1):  # from the top down: no label beyond the axis
+        limit = ceiling if index == len(positions) - 1 else positions[index + 1] - step
+        positions[index] = min(positions[index], limit)
+    return {label: y for (label, _), y in zip(ordered, positions)}
 
 
 def cache_size_figure(
@@ -100,14 +103,19 @@ def cache_size_figure(
     if weight_bytes > 0:
         figure.add_hline(
             y=weight_bytes / GIB, line=dict(color=WEIGHTS_COLOUR, dash="dot"),
-            annotation_text=f"weights {weight_bytes / GIB:,.1f} GiB", annotation_position="bottom right",
+            annotation_text=f"weights {weight_bytes / GIB:,.1f} GiB", annotation_position="bottom left",  # memory labels: right
         )
     tallest = max(weight_bytes + max(values) for values in cache_bytes.values()) if cache_bytes else weight_bytes
     top = max(tallest, min(memory_lines.values(), default=0)) * 1.15 / GIB
-    for label, position in _label_sides(memory_lines, top).items():
-        figure.add_hline(
-            y=memory_lines[label] / GIB, line=dict(color=MEMORY_COLOUR, dash="dash", width=1),
-            annotation_text=label, annotation_position=position,
+    shown = {label: size for label, size in memory_lines.items() if size / GIB <= top}  # lines above: not drawn
+    for label, y in _label_positions(shown, top).items():
+        line = memory_lines[label] / GIB
+        figure.add_hline(y=line, line=dict(color=MEMORY_COLOUR, dash="dash", width=1))
+        moved = abs(y - line) > 1e-9 * top
+        figure.add_annotation(  # at the right edge, above its line, or lifted with an arrow back to it
+            x=1, xref="paper", xanchor="right", y=line, yanchor="bottom", text=label, showarrow=moved,
+            ax=-40 if moved else 0, ay=y, axref="pixel", ayref="y", arrowcolor=MEMORY_COLOUR, arrowwidth=1,
+            font=dict(color=MEMORY_COLOUR, size=11), bgcolor="rgba(255,255,255,0.85)", name=label,
         )
     for series, memory, tokens in longest_fits:
         if series not in cache_bytes or memory not in memory_lines:
@@ -129,7 +137,7 @@ def cache_size_figure(
         margin=dict(l=10, r=10, t=60, b=10),
         xaxis=dict(title="context length (tokens per sequence)", type="log" if log_x else "linear"),
         yaxis=dict(
-            title="weights + KV cache (GiB)",
+            title="weights + KV cache (GiB)" if weight_bytes > 0 else "KV cache (GiB)",
             type="log" if log_y else "linear",
             range=None if log_y else [0, top],
         ),
@@ -177,41 +185,54 @@ def roofline_figure(
 
 
 def ceilings_figure(
-    batches: Sequence[int],
+    points: Sequence[int],
     memory: Mapping[str, Sequence[float]],
     compute: Mapping[str, Sequence[float]],
     deployment_label: str,
     height: int = 440,
+    against: str = "batch",
+    log_x: bool = True,
 ) -> go.Figure:
-    """Both roofline ceilings of decode tokens/s against batch size, per variant: the memory ceiling (solid) rises
-    with the batch, the compute ceiling (dotted) does not; the speed is the lower one, and a diamond marks the first
-    batch where compute bounds it. NaN: the batch does not fit (the curve stops there)."""
-    sizes = _check_contexts(batches, log_x=True)
-    _check_series(memory, len(sizes), "memory-ceiling", allow_nan=True)
-    _check_series(compute, len(sizes), "compute-ceiling", allow_nan=True)
+    """Both roofline ceilings of decode tokens/s per variant, against batch size (`against="batch"`) or context
+    length (`against="context"`): memory (solid) and compute (dotted). The speed is the lower one; a diamond marks
+    each point where the bound changes ("compute-bound from batch 256", "memory-bound from context 8,192").
+    NaN: the point does not fit on the deployment (the curve stops there)."""
+    if against not in ("batch", "context"):
+        raise ValueError("Draw the ceilings against 'batch' or 'context'.")
+    xs = _check_contexts(points, log_x)
+    _check_series(memory, len(xs), "memory-ceiling", allow_nan=True)
+    _check_series(compute, len(xs), "compute-ceiling", allow_nan=True)
     if set(memory) != set(compute):
         raise ValueError("Give a memory and a compute ceiling for the same variants.")
+    unit = "batch %{x:,}" if against == "batch" else "%{x:,} tokens"
     figure = go.Figure()
     colours = ["#1d4ed8", "#93c5fd", "#dc2626", "#fca5a5", "#059669", "#a16207"]
     for index, label in enumerate(memory):
         colour = colours[index % len(colours)]
         shown = [None if math.isnan(value) else value for value in memory[label]]
-        figure.add_trace(go.Scatter(x=sizes, y=shown, mode="lines", name=f"{label}: memory", line=dict(color=colour),
-                                    hovertemplate=f"{label}<br>batch %{{x:,}}<br>memory allows %{{y:,.0f}} tokens/s"
+        figure.add_trace(go.Scatter(x=xs, y=shown, mode="lines", name=f"{label}: memory", line=dict(color=colour),
+                                    hovertemplate=f"{label}<br>{unit}<br>memory allows %{{y:,.0f}} tokens/s"
                                                   "<extra></extra>"))
-        figure.add_trace(go.Scatter(x=sizes, y=[None if math.isnan(v) else v for v in compute[label]], mode="lines",
+        figure.add_trace(go.Scatter(x=xs, y=[None if math.isnan(v) else v for v in compute[label]], mode="lines",
                                     name=f"{label}: compute", line=dict(color=colour, dash="dot"), showlegend=False,
-                                    hovertemplate=f"{label}<br>batch %{{x:,}}<br>compute allows %{{y:,.0f}} tokens/s"
+                                    hovertemplate=f"{label}<br>{unit}<br>compute allows %{{y:,.0f}} tokens/s"
                                                   "<extra></extra>"))
-        turns = [b for b, m, c in zip(sizes, memory[label], compute[label]) if not math.isnan(m) and c <= m]
-        if turns:
-            figure.add_trace(go.Scatter(x=[turns[0]], y=[compute[label][sizes.index(turns[0])]], mode="markers",
-                                        marker=dict(symbol="diamond", size=10, color=colour), showlegend=False,
-                                        name=f"{label}: compute-bound from batch {turns[0]:,}"))
+        previous = "memory"  # decode starts memory-bound unless the first point says otherwise
+        for x, m, c in zip(xs, memory[label], compute[label]):
+            if math.isnan(m):
+                continue
+            bound = "compute" if c <= m else "memory"
+            if bound != previous:
+                figure.add_trace(go.Scatter(
+                    x=[x], y=[min(m, c)], mode="markers", marker=dict(symbol="diamond", size=10, color=colour),
+                    showlegend=False, name=f"{label}: {bound}-bound from {against} {x:,}",
+                    hovertemplate=f"{label}<br>{bound}-bound from {against} {x:,}<extra></extra>"))
+            previous = bound
+    title = "batch (sequences decoded together)" if against == "batch" else "context length (tokens per sequence)"
     figure.update_layout(
-        title=f"Decode ceilings on {deployment_label}: memory (solid) and compute (dotted)",
+        title=f"Decode ceilings on {deployment_label} against {against}: memory (solid) and compute (dotted)",
         height=height, margin=dict(l=10, r=10, t=60, b=10),
-        xaxis=dict(title="batch (sequences decoded together)", type="log"),
+        xaxis=dict(title=title, type="log" if log_x else "linear"),
         yaxis=dict(title="tokens per second, whole batch (upper bound)", type="log"),
         legend=dict(orientation="h", y=-0.2),
     )
