@@ -52,9 +52,22 @@ def colour_scale(weights: np.ndarray, log_scale: bool) -> dict:
     )
 
 
-def _margin(title: str) -> dict:
-    """Room above the plot for the title (each "<br>" adds a line) and the key axis drawn on top."""
-    return dict(l=10, r=10, t=125 + 20 * title.count("<br>"), b=10)
+def _margin(title: str, right: int = 10) -> dict:
+    """Room above the plot for the title (each "<br>" adds a line) and the key axis drawn on top; `right` leaves
+    room for the last key label, which leans right (plotly hides a label that would overflow the figure)."""
+    return dict(l=10, r=right, t=125 + 20 * title.count("<br>"), b=10)
+
+
+def _title(text: str) -> dict:
+    """A title pinned to the figure's top-left corner, so that it is never clipped and sits just above its plot."""
+    return dict(text=text, x=0, xref="paper", xanchor="left", y=1, yref="container", yanchor="top",
+                pad=dict(t=8), font=dict(size=14))
+
+
+def _lean_room(tokens: list[str]) -> int:
+    """Pixels right of the plot that the last key label needs when labels lean at -45 degrees on top."""
+    longest = max((len(t) for t in tokens[-3:]), default=1)
+    return 10 + int(5 * min(longest, 16))
 
 
 def _weight_hover(log_scale: bool) -> str:
@@ -99,7 +112,7 @@ def head_heatmap(
             **colour_scale(weights, log_scale),
         )
     )
-    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=_margin(title))
+    figure.update_layout(title=_title(title), height=height, margin=_margin(title))
     # Fewer labels across than down: rotated labels need more room than stacked ones.
     figure.update_xaxes(title="key (attended to)", side="top", tickangle=-45, **_token_axis(key_tokens, 24, first_key))
     figure.update_yaxes(title="query (attending)", autorange="reversed", **_token_axis(tokens, first=first_query))
@@ -130,7 +143,7 @@ def pooled_heatmap(
         first, end = zoom
         figure.add_shape(type="rect", x0=first - 0.5, x1=end - 0.5, y0=first - 0.5, y1=end - 0.5,
                          line=dict(color="#dc2626", width=2))
-    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=_margin(title))
+    figure.update_layout(title=_title(title), height=height, margin=_margin(title))
     figure.update_xaxes(title="key position (token)", side="top")
     figure.update_yaxes(title="query position (token)", autorange="reversed")
     return figure
@@ -139,10 +152,10 @@ def pooled_heatmap(
 def mask_title(kind: str, window: int | None, num_tokens: int) -> str:
     """What the mask of a layer is, in words, for the title of its picture."""
     if kind == "encoder":
-        return "Mask: none<br>(an encoder lets every token see every token)"
+        return "Mask: none<br>every token sees every token"
     if window is not None and window < num_tokens:
-        return f"Mask: causal<br>(sliding window of {window} tokens)"
-    return "Mask: causal<br>(a token sees only itself and earlier tokens)"
+        return f"Mask: causal<br>sliding window of {window} tokens"
+    return "Mask: causal<br>a token sees itself and<br>earlier tokens only"
 
 
 def mask_heatmap(
@@ -168,7 +181,7 @@ def mask_heatmap(
             hovertemplate="query #%{y}<br>key #%{x}<br>allowed %{z}<extra></extra>",
         )
     )
-    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=_margin(title))
+    figure.update_layout(title=_title(title), height=height, margin=_margin(title, _lean_room(tokens)))
     figure.update_xaxes(title="key", side="top", tickangle=-45, **_token_axis(tokens, 24, first))
     figure.update_yaxes(title="query", autorange="reversed", **_token_axis(tokens, first=first))
     return figure
@@ -216,7 +229,7 @@ def head_grid(
     padded[:num_heads] = weights
     canvas = mosaic(padded.reshape(rows, columns, num_queries, num_keys))
     row_stride, column_stride = num_queries + CELL_GAP, num_keys + CELL_GAP
-    figure = _mosaic_figure(canvas, title, 100 + int(165 * rows * max(1.0, num_queries / num_keys)), log_scale)
+    figure = _mosaic_figure(canvas, title, 80 + int(150 * rows * max(1.0, num_queries / num_keys)), log_scale)
     head_of = lambda r, c: r * columns + c  # noqa: E731
     if pooled:
         figure.data[0].hovertemplate = _weight_hover(log_scale) + "<extra></extra>"
@@ -225,8 +238,12 @@ def head_grid(
             canvas.shape, (row_stride, column_stride), tokens, key_tokens or tokens,
             lambda r, c: f"head {head_of(r, c)}",
         )
-    figure.update_xaxes(showticklabels=False)
-    figure.update_yaxes(showticklabels=False)
+    figure.update_xaxes(showticklabels=False, ticks="")
+    figure.update_yaxes(showticklabels=False, ticks="")
+    figure.add_trace(_picker([c * column_stride + (num_keys - 1) / 2 for r in range(rows) for c in range(columns)],
+                             [r * row_stride + (num_queries - 1) / 2 for r in range(rows) for c in range(columns)],
+                             [[head_of(r, c)] for r in range(rows) for c in range(columns)][:num_heads],
+                             [f"H{head_of(r, c)}" for r in range(rows) for c in range(columns)][:num_heads]))
     figure.update_layout(
         annotations=[
             dict(x=c * column_stride + (num_keys - 1) / 2, y=r * row_stride - 0.6,
@@ -251,7 +268,7 @@ def layer_head_overview(
     cells = tiles.shape[-1]
     canvas = mosaic(tiles)
     stride = cells + CELL_GAP
-    figure = _mosaic_figure(canvas, "All heads × layers", 140 + int(1100 * num_heads / num_layers), log_scale)
+    figure = _mosaic_figure(canvas, "All heads × layers", 90 + 46 * num_heads, log_scale)
     # No per-cell hover text: it would multiply the payload; the axes name each tile's layer and head.
     figure.data[0].hovertemplate = _weight_hover(log_scale) + "<extra></extra>"
     centre = (cells - 1) / 2
@@ -259,7 +276,26 @@ def layer_head_overview(
                         ticktext=[f"L{c}" for c in range(num_layers)])
     figure.update_yaxes(tickmode="array", tickvals=[r * stride + centre for r in range(num_heads)],
                         ticktext=[f"H{r}" for r in range(num_heads)])
+    figure.add_trace(_picker([c * stride + centre for r in range(num_heads) for c in range(num_layers)],
+                             [r * stride + centre for r in range(num_heads) for c in range(num_layers)],
+                             [[c, r] for r in range(num_heads) for c in range(num_layers)],
+                             [f"L{c} H{r}" for r in range(num_heads) for c in range(num_layers)]))
     return figure
+
+
+def _picker(x: list[float], y: list[float], ids: list[list[int]], names: list[str]) -> go.Scatter:
+    """Invisible points at the tiles' centres, one per head, so that a click on a tile selects that head.
+
+    A heatmap cannot be selected in plotly; a scatter point can, and its `customdata` says which head it is:
+    [head] in a layer's grid, [layer, head] in the overview. Hovering near a centre names the head.
+    """
+    count = len(ids)
+    return go.Scatter(
+        x=x[:count], y=y[:count], customdata=ids, mode="markers", showlegend=False, name="heads",
+        marker=dict(size=22, symbol="square", opacity=0, color="#1d4ed8"),
+        selected=dict(marker=dict(opacity=0.25)), unselected=dict(marker=dict(opacity=0)),
+        text=names, hovertemplate="%{text}: click to select<extra></extra>",
+    )
 
 
 def _mosaic_figure(canvas: np.ndarray, title: str, height: int, log_scale: bool = False) -> go.Figure:
@@ -270,10 +306,12 @@ def _mosaic_figure(canvas: np.ndarray, title: str, height: int, log_scale: bool 
             **colour_scale(canvas, log_scale),
         )
     )
-    figure.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=70, b=10),
-                         plot_bgcolor="white")
-    figure.update_yaxes(autorange="reversed", scaleanchor="x", showgrid=False, zeroline=False)
-    figure.update_xaxes(showgrid=False, zeroline=False, constrain="domain")
+    # No fixed aspect ratio: tiles stretch to fill the figure, so no empty band opens above or below them.
+    figure.update_layout(title=_title(title), height=height, margin=dict(l=10, r=10, t=60, b=10),
+                         plot_bgcolor="white", clickmode="event+select", dragmode=False, hovermode="closest")
+    rows, columns = canvas.shape
+    figure.update_yaxes(range=[rows - 0.5, -0.5], showgrid=False, zeroline=False)  # row 0 on top
+    figure.update_xaxes(range=[-0.5, columns - 0.5], showgrid=False, zeroline=False)
     return figure
 
 
@@ -331,7 +369,7 @@ def summary_heatmap(
             hovertemplate="layer %{x}, head %{y}<br>%{z:.2f} " + unit + "<extra></extra>",
         )
     )
-    figure.update_layout(title=title, height=140 + 22 * num_heads, margin=dict(l=10, r=10, t=50, b=10))
-    figure.update_xaxes(title="layer", dtick=5 if num_layers > 12 else 1)
+    figure.update_layout(title=_title(title), height=110 + 18 * num_heads, margin=dict(l=10, r=10, t=40, b=10))
+    figure.update_xaxes(title="layer", dtick=1 if num_layers <= 32 else 5)
     figure.update_yaxes(title="head", autorange="reversed", dtick=1)
     return figure
