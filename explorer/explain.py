@@ -21,6 +21,7 @@ TOPICS = {
     "mqa_gqa": "multi-query and grouped-query attention",
     "mla": "multi-head latent attention: latent compression, decoupled RoPE, weight absorption",
     "uptrain": "uptraining a converted model, and why it needs a control",
+    "rollout": "attention rollout and attention flow across layers, and why they are approximations",
 }
 
 

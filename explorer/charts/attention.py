@@ -208,8 +208,10 @@ def head_grid(
     key_tokens: list[str] | None = None,
     max_cells: int | None = None,
     log_scale: bool = False,
+    selected: int | None = None,
 ) -> go.Figure:
-    """Every head of one layer, weights (H, Tq, Tk), as small heatmaps labelled H0, H1, ...
+    """Every head of one layer, weights (H, Tq, Tk), as small heatmaps labelled H0, H1, ...; clicking a tile
+    selects its head (see `_picker`), and the `selected` head is outlined in red.
 
     With `kv_heads` < H (GQA/MQA), each label also names the KV head its group shares. With `key_tokens`
     the tiles are rectangular (cross-attention). With `max_cells`, longer self-attention is pooled into
@@ -244,6 +246,8 @@ def head_grid(
                              [r * row_stride + (num_queries - 1) / 2 for r in range(rows) for c in range(columns)],
                              [[head_of(r, c)] for r in range(rows) for c in range(columns)][:num_heads],
                              [f"H{head_of(r, c)}" for r in range(rows) for c in range(columns)][:num_heads]))
+    if selected is not None and 0 <= selected < num_heads:
+        _outline(figure, (selected % columns) * column_stride, (selected // columns) * row_stride, num_keys, num_queries)
     figure.update_layout(
         annotations=[
             dict(x=c * column_stride + (num_keys - 1) / 2, y=r * row_stride - 0.6,
@@ -256,9 +260,12 @@ def head_grid(
 
 
 def layer_head_overview(
-    attentions: np.ndarray, tokens: list[str], max_cells: int = 24, log_scale: bool = False
+    attentions: np.ndarray, tokens: list[str], max_cells: int = 24, log_scale: bool = False,
+    selected: tuple[int, int] | None = None,
 ) -> go.Figure:
     """Every head (rows) in every layer (columns), attentions (L, H, T, T), pooled to max_cells per side.
+
+    Clicking a tile selects its (layer, head); the `selected` (layer, head) is outlined in red.
 
     Already pooled input (`AttentionOverview.pooled`, with one label per block) is drawn as it is.
     """
@@ -280,7 +287,15 @@ def layer_head_overview(
                              [r * stride + centre for r in range(num_heads) for c in range(num_layers)],
                              [[c, r] for r in range(num_heads) for c in range(num_layers)],
                              [f"L{c} H{r}" for r in range(num_heads) for c in range(num_layers)]))
+    if selected is not None and 0 <= selected[0] < num_layers and 0 <= selected[1] < num_heads:
+        _outline(figure, selected[0] * stride, selected[1] * stride, cells, cells)
     return figure
+
+
+def _outline(figure: go.Figure, left: int, top: int, width: int, height: int) -> None:
+    """A red frame around one tile of a mosaic: the head that is selected."""
+    figure.add_shape(type="rect", x0=left - 0.5, x1=left + width - 0.5, y0=top - 0.5, y1=top + height - 0.5,
+                     line=dict(color="#dc2626", width=2))
 
 
 def _picker(x: list[float], y: list[float], ids: list[list[int]], names: list[str]) -> go.Scatter:
@@ -372,4 +387,39 @@ def summary_heatmap(
     figure.update_layout(title=_title(title), height=110 + 18 * num_heads, margin=dict(l=10, r=10, t=40, b=10))
     figure.update_xaxes(title="layer", dtick=1 if num_layers <= 32 else 5)
     figure.update_yaxes(title="head", autorange="reversed", dtick=1)
+    return figure
+
+
+def token_bars(
+    values: np.ndarray, tokens: list[str], title: str, highlight: list[int] = (), value: str = "weight",
+    height: int = 300,
+) -> go.Figure:
+    """One number per token, values (T,), as bars over the tokens in order, every token labelled; the
+    `highlight` positions (the query tokens themselves) are drawn in orange."""
+    if np.shape(values) != (len(tokens),):
+        raise ValueError(f"Expected one value per token ({len(tokens)}); got shape {np.shape(values)}.")
+    colours = ["#f59e0b" if k in set(highlight) else "#1d4ed8" for k in range(len(tokens))]
+    figure = go.Figure(
+        go.Bar(
+            x=np.arange(len(tokens)), y=values, marker_color=colours,
+            customdata=[f"#{k} {t}" for k, t in enumerate(tokens)],
+            hovertemplate="%{customdata}<br>" + value + " %{y:.3f}<extra></extra>",
+        )
+    )
+    figure.update_layout(title=_title(title), height=height, margin=dict(l=10, r=_lean_room(tokens), t=50, b=10),
+                         yaxis_title=value)
+    figure.update_xaxes(tickangle=-45, **_token_axis(tokens, 64))
+    return figure
+
+
+def prediction_bars(candidates: list[tuple[str, float, float]], title: str, height: int = 320) -> go.Figure:
+    """Next-token candidates (token, probability before, after) as bars side by side: all heads on, chosen off."""
+    labels = [f"#{rank + 1} {token.strip() or repr(token)}" for rank, (token, _, _) in enumerate(candidates)]
+    figure = go.Figure([
+        go.Bar(x=labels, y=[c[1] for c in candidates], name="all heads on", marker_color="#9ca3af"),
+        go.Bar(x=labels, y=[c[2] for c in candidates], name="chosen heads off", marker_color="#dc2626"),
+    ])
+    figure.update_layout(title=_title(title), height=height, barmode="group", margin=dict(l=10, r=10, t=50, b=10),
+                         yaxis=dict(title="probability of the next token", rangemode="tozero"),
+                         legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
     return figure

@@ -5,9 +5,20 @@
 - `widgets`: the shared pickers, sliders and toggles, each kept in the URL;
 - `layout`: a chart with its exports beneath it, explanations beside it;
 - `lab`: the variant lab's conversions, quality and controls;
-- `uptraining`: the lab's uptraining section.
+- `uptraining`: the lab's uptraining section;
+- `attention`: the attention page's clicks, query tokens, special tokens, rollout, flow and head ablation.
 """
 
+from explorer.ui.attention import (
+    get_ablation,
+    get_flow,
+    get_rollout,
+    heads_to_switch_off,
+    hide_special_switch,
+    query_tokens,
+    select_head_on_click,
+    special_tokens,
+)
 from explorer.ui.lab import (
     absorb_gap,
     get_conversion,
