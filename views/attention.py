@@ -5,7 +5,7 @@ import streamlit as st
 from explorer import export, ui
 from explorer.charts.attention import (
     head_grid, head_heatmap, layer_head_overview, mask_heatmap, mask_title, pooled_heatmap, prediction_bars,
-    summary_heatmap, token_bars,
+    rollout_heatmap, summary_heatmap, token_bars,
 )
 from explorer.selection import hide_tokens, summed_rows
 
@@ -26,7 +26,8 @@ with ui.beside("qkv"):
     with st.expander(f"{num_tokens} tokens, as the model sees them", expanded=num_tokens <= 64):
         ui.token_strip(run.tokens)
     st.caption("Each square below is a head: **row = query** (the token looking), **column = key** (the token "
-               "looked at); darker means more attention, and every row sums to 1.")
+               "looked at); darker means more attention, and every row sums to 1. Click a head "
+               "in the grid below to select it.")
 layer, head = ui.layer_and_head(run.num_layers, run.num_heads)
 log_column, special_column = st.columns(2)
 with log_column:
@@ -46,7 +47,7 @@ if hide:  # special tokens dropped, each row renormalised over the keys left
                "is left of it, so these are not the model's own weights.")
 kv_heads = getattr(model.config, "num_key_value_heads", None)
 with ui.beside("multi_head"):
-    ui.chart(head_grid(weights, shown_tokens, f"Layer {layer}: all {run.num_heads} heads (click one to select it)",
+    ui.chart(head_grid(weights, shown_tokens, f"Layer {layer}: all {run.num_heads} heads",
                        kv_heads, max_cells=48, log_scale=log, selected=head), key="grid",
              numbers=export.heads(weights, shown_tokens, cells=48, **about),
              on_select=lambda: ui.select_head_on_click("grid"))
@@ -85,32 +86,37 @@ query_names = [f"#{q} {run.tokens[q]}" for q in queries]
 shown_queries = [kept.index(q) for q in queries if q in kept]
 if shown_queries:
     summed = summed_rows(weights[head], shown_queries)  # (K,)
-    ui.chart(token_bars(summed, shown_tokens, f"Layer {layer}, head {head}: attention of {len(shown_queries)} "
-                        "query token(s), summed", shown_queries, "summed weight"), key="summed",
-             numbers=export.LabelledArray(summed, {"key": export.labelled(shown_tokens)}, "summed weight",
-                                          {**about, "head": head, "queries": query_names}))
+    summed_column, _ = st.columns([2, 1])
+    with summed_column:
+        ui.chart(token_bars(summed, shown_tokens, f"Layer {layer}, head {head}: attention of {len(shown_queries)} "
+                            "query token(s), summed", shown_queries, "summed weight"), key="summed",
+                 numbers=export.LabelledArray(summed, {"key": export.labelled(shown_tokens)}, "summed weight",
+                                              {**about, "head": head, "queries": query_names}))
 else:
     st.info("The chosen query tokens are all special tokens, which are hidden.")
 
 st.subheader("Across layers: rollout and flow")
 with ui.beside("rollout"):
-    st.caption(f"Which input tokens the chosen query tokens ({', '.join(query_names)}) draw on after layer {layer}, "
-               "following attention down through the layers. **Approximations** of information flow (Abnar & Zuidema, "
-               "2020): each layer counts as its heads' mean attention plus the residual connection; values, MLPs and "
-               "norms are left out. Shares sum to 1.")
+    st.caption(f"Which input tokens the chosen query tokens ({', '.join(query_names)}) draw on, following attention "
+               "down through the layers. **Approximations** of information flow (Abnar & Zuidema, 2020): each layer "
+               "counts as its heads' mean attention plus the residual connection; values, MLPs and norms are left "
+               "out. Each row of the rollout, and the flow, sums to 1.")
     rolled = ui.get_rollout(model_key, run)
     if rolled is not None:
-        rollout_row = rolled[layer][queries].mean(axis=0)  # (T,)
-        ui.chart(token_bars(rollout_row, run.tokens, f"Attention rollout to layer {layer} (approximation)", queries,
-                            "share"), key="rollout",
-                 numbers=export.LabelledArray(rollout_row, {"input token": export.labelled(run.tokens)}, "rollout share",
-                                              {**about, "queries": query_names, "method": "rollout"}))
-        flowed = ui.get_flow(model_key, run, queries, layer)
+        rollout_rows = rolled[:, queries].mean(axis=1)  # (L, T): after each layer, the chosen tokens' mean row
+        ui.chart(rollout_heatmap(rollout_rows, run.tokens, "Attention rollout, layer by layer (approximation)"),
+                 key="rollout",
+                 numbers=export.LabelledArray(rollout_rows, {"after layer": [f"L{l}" for l in range(run.num_layers)],
+                                                             "input token": export.labelled(run.tokens)},
+                                              "rollout share", {"model": model.entry.key, "queries": query_names,
+                                                                "method": "rollout"}))
+        flowed = ui.get_flow(model_key, run, queries)
         if flowed is not None:
-            ui.chart(token_bars(flowed, run.tokens, f"Attention flow to layer {layer} (approximation)", queries,
+            ui.chart(token_bars(flowed, run.tokens, "Attention flow to the last layer (approximation)", queries,
                                 "share"), key="flow",
                      numbers=export.LabelledArray(flowed, {"input token": export.labelled(run.tokens)}, "flow share",
-                                                  {**about, "queries": query_names, "method": "max-flow"}))
+                                                  {"model": model.entry.key, "queries": query_names,
+                                                   "method": "max-flow", "layer": run.num_layers - 1}))
 
 st.subheader("Switch heads off")
 if run.kind == "decoder":

@@ -250,9 +250,10 @@ def head_grid(
         _outline(figure, (selected % columns) * column_stride, (selected // columns) * row_stride, num_keys, num_queries)
     figure.update_layout(
         annotations=[
-            dict(x=c * column_stride + (num_keys - 1) / 2, y=r * row_stride - 0.6,
+            # Inside each tile's top-right corner (empty under a causal mask), so no label overlaps a neighbour.
+            dict(x=c * column_stride + num_keys - 0.5, y=r * row_stride - 0.5, xanchor="right", yanchor="top",
                  text=f"H{head_of(r, c)}" + (f" · KV{head_of(r, c) // group}" if group > 1 else ""),
-                 showarrow=False, yanchor="bottom", font=dict(size=12))
+                 showarrow=False, font=dict(size=11, color="#111827"), bgcolor="rgba(255,255,255,0.75)")
             for r in range(rows) for c in range(columns) if head_of(r, c) < num_heads
         ]
     )
@@ -406,8 +407,8 @@ def token_bars(
             hovertemplate="%{customdata}<br>" + value + " %{y:.3f}<extra></extra>",
         )
     )
-    figure.update_layout(title=_title(title), height=height, margin=dict(l=10, r=_lean_room(tokens), t=50, b=10),
-                         yaxis_title=value)
+    figure.update_layout(title=_title(title), height=height, yaxis_title=value,
+                         margin=dict(l=10, r=_lean_room(tokens), t=45 + 18 * title.count("<br>"), b=10))
     figure.update_xaxes(tickangle=-45, **_token_axis(tokens, 64))
     return figure
 
@@ -422,4 +423,22 @@ def prediction_bars(candidates: list[tuple[str, float, float]], title: str, heig
     figure.update_layout(title=_title(title), height=height, barmode="group", margin=dict(l=10, r=10, t=50, b=10),
                          yaxis=dict(title="probability of the next token", rangemode="tozero"),
                          legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    return figure
+
+
+def rollout_heatmap(values: np.ndarray, tokens: list[str], title: str, height: int | None = None) -> go.Figure:
+    """Rollout rows layer by layer, values (L, T): after layer l (down), the share drawn from each input token
+    (across); every row sums to 1."""
+    if values.ndim != 2 or values.shape[1] != len(tokens):
+        raise ValueError(f"Expected one row per layer over the {len(tokens)} tokens; got shape {values.shape}.")
+    num_layers = values.shape[0]
+    figure = go.Figure(go.Heatmap(
+        z=values, x=np.arange(len(tokens)), y=np.arange(num_layers), zmin=0.0, zmax=1.0, colorscale="Purples",
+        colorbar=dict(title="share", thickness=10),  # hover by position only: labels per cell would grow L x T
+        hovertemplate="after layer %{y}<br>from token #%{x}<br>share %{z:.3f}<extra></extra>",
+    ))
+    figure.update_layout(title=_title(title), height=height or 120 + 14 * num_layers,
+                         margin=dict(l=10, r=_lean_room(tokens), t=100, b=10))
+    figure.update_xaxes(title="input token", side="top", tickangle=-45, **_token_axis(tokens, 64))
+    figure.update_yaxes(title="after layer", autorange="reversed", dtick=1 if num_layers <= 32 else 4)
     return figure

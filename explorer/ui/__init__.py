@@ -19,17 +19,6 @@ from explorer.ui.attention import (
     select_head_on_click,
     special_tokens,
 )
-from explorer.ui.lab import (
-    absorb_gap,
-    get_conversion,
-    lab_model,
-    lab_variant_layout,
-    measured_caches,
-    measured_kv,
-    variant_controls,
-    variant_quality,
-    variant_run,
-)
 from explorer.ui.layout import beside, chart, downloads, explain, token_strip
 from explorer.ui.models import (
     get_cross_run,
@@ -39,7 +28,6 @@ from explorer.ui.models import (
     get_overview,
     get_run,
 )
-from explorer.ui.uptraining import uptrain_controls, uptrained_pair, uptrained_quality, uptrained_run
 from explorer.ui.url import keep_widget, set_view, share_link, show_notices, view_state
 from explorer.ui.widgets import (
     config_picker,
@@ -58,3 +46,20 @@ from explorer.ui.widgets import (
     token_to_follow,
     zoom_region,
 )
+
+# The lab's helpers import every variant family's code (and transformers' BERT, GPT-2, Llama modules): load them
+# on first use, so the attention page, which most visitors see first, does not wait for them.
+_LAZY = {
+    **dict.fromkeys(["absorb_gap", "get_conversion", "lab_model", "lab_variant_layout", "measured_caches",
+                     "measured_kv", "variant_controls", "variant_quality", "variant_run"], "explorer.ui.lab"),
+    **dict.fromkeys(["uptrain_controls", "uptrained_pair", "uptrained_quality", "uptrained_run"],
+                    "explorer.ui.uptraining"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'explorer.ui' has no attribute '{name}'")

@@ -92,8 +92,8 @@ def _cached_rollout(key: str, text: str, num_tokens: int, _overview: AttentionOv
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def _cached_flow(key: str, text: str, num_tokens: int, query: int, layer: int, _overview: AttentionOverview):
-    return flow(_overview.kept, query, layer)  # (T,)
+def _cached_flow(key: str, text: str, num_tokens: int, query: int, _overview: AttentionOverview):
+    return flow(_overview.kept, query)  # (T,) into the last layer
 
 
 def get_rollout(key: str, overview: AttentionOverview) -> np.ndarray | None:
@@ -106,14 +106,15 @@ def get_rollout(key: str, overview: AttentionOverview) -> np.ndarray | None:
         return _cached_rollout(key, overview.text, len(overview.tokens), overview)
 
 
-def get_flow(key: str, overview: AttentionOverview, queries: list[int], layer: int) -> np.ndarray | None:
-    """(T,) attention flow into the chosen query tokens after `layer` (mean of their shares), for short texts."""
+def get_flow(key: str, overview: AttentionOverview, queries: list[int]) -> np.ndarray | None:
+    """(T,) attention flow from each input token into the chosen query tokens after the last layer (the mean of
+    their shares), for short texts; computed once per token, so changing layer or head costs nothing."""
     if overview.kept is None or len(overview.tokens) > MAX_FLOW_TOKENS:
         st.caption(f"Attention flow is computed for texts of up to {MAX_FLOW_TOKENS} tokens (one max-flow problem "
-                   "per token); use rollout for this one.")
+                   "per token); the rollout above is its cheaper cousin.")
         return None
     with st.spinner("Solving attention flow"):
-        shares = [_cached_flow(key, overview.text, len(overview.tokens), q, layer, overview) for q in queries]
+        shares = [_cached_flow(key, overview.text, len(overview.tokens), q, overview) for q in queries]
     return np.mean(shares, axis=0)
 
 
