@@ -33,7 +33,9 @@ def chart(page, title: str):
 
 def click_tile(page, title: str, column: int, row: int, columns: int, rows: int, cells: int) -> None:
     """Click the centre of tile (column, row) of a mosaic of `cells`-wide tiles separated by one empty cell."""
-    box = chart(page, title).locator("g.heatmaplayer image").bounding_box()
+    image = chart(page, title).locator("g.heatmaplayer image")
+    image.scroll_into_view_if_needed()
+    box = image.bounding_box()
     width, height = columns * (cells + 1) - 1, rows * (cells + 1) - 1  # the canvas, in cells
     x = box["x"] + box["width"] * (column * (cells + 1) + cells / 2) / width
     y = box["y"] + box["height"] * (row * (cells + 1) + cells / 2) / height
@@ -71,6 +73,9 @@ def test_clicking_a_head_in_the_grid_selects_it(page):
 
 def test_clicking_a_tile_of_the_overview_selects_its_layer_and_head(page):
     click_tile(page, "All heads × layers", column=5, row=7, columns=30, rows=9, cells=9)
-    assert wait_for_title(page, "Layer 5, head 7")
+    selected = wait_for_title(page, "Layer 5, head 7")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "attention-overview-click.png", full_page=True)
+    assert selected
     wait_idle(page)
     assert "layer=5" in page.url and "head=7" in page.url

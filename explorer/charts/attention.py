@@ -280,8 +280,9 @@ def layer_head_overview(
     # No per-cell hover text: it would multiply the payload; the axes name each tile's layer and head.
     figure.data[0].hovertemplate = _weight_hover(log_scale) + "<extra></extra>"
     centre = (cells - 1) / 2
-    figure.update_xaxes(side="top", tickmode="array", tickvals=[c * stride + centre for c in range(num_layers)],
-                        ticktext=[f"L{c}" for c in range(num_layers)])
+    step = int(np.ceil(num_layers / 16))  # at most 16 layer labels, so they stay level and readable
+    figure.update_xaxes(tickmode="array", tickvals=[c * stride + centre for c in range(0, num_layers, step)],
+                        ticktext=[f"L{c}" for c in range(0, num_layers, step)], tickangle=0)
     figure.update_yaxes(tickmode="array", tickvals=[r * stride + centre for r in range(num_heads)],
                         ticktext=[f"H{r}" for r in range(num_heads)])
     figure.add_trace(_picker([c * stride + centre for r in range(num_heads) for c in range(num_layers)],
@@ -386,7 +387,7 @@ def summary_heatmap(
         )
     )
     figure.update_layout(title=_title(title), height=110 + 18 * num_heads, margin=dict(l=10, r=10, t=40, b=10))
-    figure.update_xaxes(title="layer", dtick=1 if num_layers <= 32 else 5)
+    figure.update_xaxes(title="layer", dtick=1 if num_layers <= 16 else 2 if num_layers <= 40 else 5)
     figure.update_yaxes(title="head", autorange="reversed", dtick=1)
     return figure
 
