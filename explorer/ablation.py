@@ -42,6 +42,16 @@ class AblationResult:
     candidates: list[tuple[str, float, float]]  # (token, probability before, after): both top-5s, by before
     num_tokens: int  # tokens of the text; the loss averages the T - 1 predictions inside it
 
+    @property
+    def next_token_before(self) -> str:
+        """The likeliest next token with every head on."""
+        return max(self.candidates, key=lambda c: c[1])[0]
+
+    @property
+    def next_token_after(self) -> str:
+        """The likeliest next token with the chosen heads off."""
+        return max(self.candidates, key=lambda c: c[2])[0]
+
     def rows(self) -> list[dict]:
         """The numbers as a table for export: one row per candidate next token."""
         return [{"next_token": token, "probability_all_heads": round(before, 6), "probability_heads_off": round(after, 6)}

@@ -129,9 +129,8 @@ if run.kind == "decoder":
             loss_column.metric(f"Loss on the text ({ablation.num_tokens - 1} predictions, nats)",
                                f"{ablation.after.loss:.3f}", f"{ablation.after.loss - ablation.before.loss:+.3f}",
                                delta_color="inverse", help=f"With all heads on: {ablation.before.loss:.3f}.")
-            best_before, best_after = ablation.candidates[0][0], max(ablation.candidates, key=lambda c: c[2])[0]
-            top_column.metric("Next token, heads off", repr(best_after.strip() or best_after),
-                              "unchanged" if best_after == best_before else f"was {best_before.strip() or best_before!r}",
+            before, after = ablation.next_token_before, ablation.next_token_after
+            top_column.metric("Next token, heads off", repr(after), "unchanged" if after == before else f"was {before!r}",
                               delta_color="off")
             ui.chart(prediction_bars(ablation.candidates, f"Next token with {names} off"), key="ablation",
                      numbers=export.Table(ablation.rows(), {"model": model.entry.key, "heads_off": names,
@@ -144,12 +143,12 @@ else:
 
 st.subheader("Every head in three numbers")
 with ui.beside("head_summaries"):
-    for values, name, unit, colours, zmax, value in (
-        (run.summaries.entropy, "Entropy", "bits", "Viridis", None, "entropy (bits)"),
-        (run.summaries.first_token, "Weight on the first token", "share", "Reds", 1.0, "weight on the first token"),
-        (run.summaries.distance, "Mean distance", "tokens", "Greens", None, "mean distance (tokens)"),
+    for key, values, name, unit, colours, zmax, value in (  # one under another: every layer gets its width
+        ("entropy", run.summaries.entropy, "Entropy", "bits", "Viridis", None, "entropy (bits)"),
+        ("sink", run.summaries.first_token, "Weight on the first token", "share", "Reds", 1.0,
+         "weight on the first token"),
+        ("distance", run.summaries.distance, "Mean distance", "tokens", "Greens", None, "mean distance (tokens)"),
     ):
-        key = {"Entropy": "entropy", "Weight on the first token": "sink", "Mean distance": "distance"}[name]
         ui.chart(summary_heatmap(values, name, unit, colours, zmax), key=key,
                  numbers=export.per_head(values, value, model=model.entry.key))
 
