@@ -75,8 +75,8 @@ with ui.beside("self_causal", (3, 1)):
                                       **about, head=head))
     with mask_column:
         allowed = run.mask(layer)[kept][:, kept]  # (K, K)
-        ui.chart(mask_heatmap(allowed[first:end, first:end], shown_tokens[first:end],
-                              mask_title(run.kind, run.layer_windows[layer], num_tokens) + region, first=first),
+        ui.chart(ui.unchanging_figure(mask_heatmap, "mask", allowed[first:end, first:end], shown_tokens[first:end],
+                                      mask_title(run.kind, run.layer_windows[layer], num_tokens) + region, first=first),
                  key="mask", numbers=export.mask(allowed[first:end, first:end], shown_tokens[first:end], first,
                                                  **about))
 
@@ -104,16 +104,16 @@ with ui.beside("rollout"):
     rolled = ui.get_rollout(model_key, run)
     if rolled is not None:
         rollout_rows = rolled[:, queries].mean(axis=1)  # (L, T): after each layer, the chosen tokens' mean row
-        ui.chart(rollout_heatmap(rollout_rows, run.tokens, "Attention rollout, layer by layer (approximation)"),
-                 key="rollout",
+        ui.chart(ui.unchanging_figure(rollout_heatmap, "rollout", rollout_rows, run.tokens,
+                                      "Attention rollout, layer by layer (approximation)"), key="rollout",
                  numbers=export.LabelledArray(rollout_rows, {"after layer": [f"L{l}" for l in range(run.num_layers)],
                                                              "input token": export.labelled(run.tokens)},
                                               "rollout share", {"model": model.entry.key, "queries": query_names,
                                                                 "method": "rollout"}))
         flowed = ui.get_flow(model_key, run, queries)
         if flowed is not None:
-            ui.chart(token_bars(flowed, run.tokens, "Attention flow to the last layer (approximation)", queries,
-                                "share"), key="flow",
+            ui.chart(ui.unchanging_figure(token_bars, "flow", flowed, run.tokens,
+                                          "Attention flow to the last layer (approximation)", queries, "share"), key="flow",
                      numbers=export.LabelledArray(flowed, {"input token": export.labelled(run.tokens)}, "flow share",
                                                   {"model": model.entry.key, "queries": query_names,
                                                    "method": "max-flow", "layer": run.num_layers - 1}))
@@ -132,7 +132,8 @@ if run.kind == "decoder":
             before, after = ablation.next_token_before, ablation.next_token_after
             top_column.metric("Next token, heads off", repr(after), "unchanged" if after == before else f"was {before!r}",
                               delta_color="off")
-            ui.chart(prediction_bars(ablation.candidates, f"Next token with {names} off"), key="ablation",
+            ui.chart(ui.unchanging_figure(prediction_bars, "ablation", ablation.candidates, f"Next token with {names} off"),
+                     key="ablation",
                      numbers=export.Table(ablation.rows(), {"model": model.entry.key, "heads_off": names,
                                                              "loss_all_heads": ablation.before.loss,
                                                              "loss_heads_off": ablation.after.loss}))
@@ -149,15 +150,16 @@ with ui.beside("head_summaries"):
          "weight on the first token"),
         ("distance", run.summaries.distance, "Mean distance", "tokens", "Greens", None, "mean distance (tokens)"),
     ):
-        ui.chart(summary_heatmap(values, name, unit, colours, zmax), key=key,
+        ui.chart(ui.unchanging_figure(summary_heatmap, key, values, name, unit, colours, zmax), key=key,
                  numbers=export.per_head(values, value, model=model.entry.key))
 
 st.subheader("Overview: every layer and head")
 with ui.beside("quadratic_cost"):
     st.caption("Rows are heads, columns are layers (L0 is nearest the input); each tile is one head's weights, "
                f"pooled into at most {run.pooled.shape[-1]} blocks a side. A dark first column in a tile is an "
-               "*attention sink*. Click a tile to select its layer and head.")
-    ui.chart(layer_head_overview(run.pooled, run.block_labels, log_scale=log, selected=(layer, head)), key="overview",
+               f"*attention sink*. Click a tile to select its layer and head (now layer {layer}, head {head}).")
+    ui.chart(ui.unchanging_figure(layer_head_overview, "overview", run.pooled, run.block_labels, log_scale=log),
+             key="overview",
              numbers=export.overview(run.pooled, run.block_labels, model=model.entry.key),
              on_select=lambda: ui.select_head_on_click("overview"))
 ui.share_link()

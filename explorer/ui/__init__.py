@@ -18,6 +18,7 @@ from explorer.ui.attention import (
     query_tokens,
     select_head_on_click,
     special_tokens,
+    unchanging_figure,
 )
 from explorer.ui.layout import beside, chart, downloads, explain, token_strip
 from explorer.ui.models import (

@@ -31,6 +31,14 @@ def select_head_on_click(chart_key: str) -> None:
         set_view(head=int(picked[0]))
 
 
+@st.cache_resource(show_spinner=False, max_entries=64)
+def unchanging_figure(_build, name: str, *args, **options):
+    """`_build(*args, **options)`, built once per (name, arguments) and shared read-only: for the charts that do
+    not change when the layer or head does (summaries, rollout, flow, overview), so that such a change only
+    rebuilds the charts of that layer and head (plotly takes ~10-100 ms to build a figure)."""
+    return _build(*args, **options)
+
+
 def special_tokens(key: str, overview: AttentionOverview) -> list[int]:
     """Positions of the text's special tokens (BOS, CLS, SEP...) for model `key`."""
     tokenizer = _cached_model(key).tokenizer
