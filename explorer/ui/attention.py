@@ -23,6 +23,8 @@ def select_head_on_click(chart_key: str) -> None:
     if not points:
         return
     picked = points[0].get("customdata")
+    if isinstance(picked, dict):  # a typed array arrives as {"0": .., "1": ..}
+        picked = [picked[k] for k in sorted(picked, key=int)]
     if not picked:
         return
     if len(picked) == 2:
