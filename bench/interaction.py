@@ -7,6 +7,7 @@ Both figures come from the same process and the same 16-token sentence with the 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ def main() -> None:
             "change_head_server_s": round(change_head, 4),
             "change_layer_over_forward": round(change_layer / forward, 2),
             "change_head_over_forward": round(change_head / forward, 2),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
         },
         args.json,
     )

@@ -23,6 +23,7 @@ TOPICS = {
     "mla": "multi-head latent attention: latent compression, decoupled RoPE, weight absorption",
     "uptrain": "uptraining a converted model, and why it needs a control",
     "alignment": "how Whisper's cross-attention gives each word its time in the sound",
+    "rollout": "attention rollout and attention flow across layers, and why they are approximations",
 }
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
-import pandas as pd
 
 from explorer.summaries import block_edges, block_labels, pool
 
@@ -48,6 +47,8 @@ class LabelledArray:
         return values.astype(np.int8) if values.dtype == bool else values.astype(np.float64)
 
     def csv(self) -> str:
+        import pandas as pd  # here, not at the top: pandas takes ~1 s to import and only a download needs it
+
         names, labels = list(self.axes), list(self.axes.values())
         values = self._numbers()
         if values.ndim == 2:
@@ -150,6 +151,8 @@ def _plain(value):
 
 def attention_csv(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str] | None = None) -> str:
     """One head's weights (Tq, Tk) as CSV: a header of key tokens, one row per query token."""
+    import pandas as pd  # only when a file is made
+
     key_tokens = query_tokens if key_tokens is None else key_tokens
     if weights.shape != (len(query_tokens), len(key_tokens)):
         raise ValueError(
@@ -175,6 +178,8 @@ def attention_json(weights: np.ndarray, tokens: Sequence[str], **about) -> str:
 
 def table_csv(rows: Sequence[dict]) -> str:
     """A table (one dict per row) as CSV."""
+    import pandas as pd  # only when a file is made
+
     return pd.DataFrame(list(rows)).to_csv(index=False)
 
 

@@ -37,6 +37,9 @@ class ViewState:
     context: int = 0  # 0: the text as typed; N: the text filled up to N tokens with news prose
     zoom: tuple[int, int] | None = None  # (first, end) tokens drawn one by one in a long input
     log_colours: bool = False  # colour by log10(weight), to see small weights
+    queries: tuple[int, ...] | None = None  # query positions whose attention is summed (None: the last token)
+    hide_special: bool = False  # drop BOS/CLS/SEP rows and columns, rows renormalised over the rest
+    ablate: tuple[tuple[int, int], ...] = ()  # (layer, head) pairs switched off in the ablation section
     # attention variant (variant lab)
     variant: str = "original"  # original, mha, gqa, mqa or mla
     kv_heads: int | None = None  # GQA: KV heads kept (None: the variant's default)
@@ -116,7 +119,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 FLOAT_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.0, 5.0), "top_p": (0.01, 1.0)}
 COMPARE_PATTERN = re.compile(r"none|original|mha|mqa|gqa-\d{1,4}|mla-\d{1,5}(-plain)?(-rope\d{1,4})?")
 INT_STEPS: dict[str, int] = {"measure_tokens": 16}  # whole-number parameters that move in steps
-SWITCHES = ("log_colours", "log_context")  # on/off parameters, written 1 or 0
+SWITCHES = ("log_colours", "log_context", "hide_special")  # on/off parameters, written 1 or 0
 CHOICES: dict[str, tuple[str, ...]] = {
     "variant": VARIANTS,
     "dtype": CACHE_DTYPES,
@@ -202,6 +205,20 @@ def parse_query(params: Mapping[str, str]) -> tuple[ViewState, list[str]]:
                 changes[name] = raw.lower() in ("1", "true")
             else:
                 notices.append(f"The link's {name} '{_shown(raw)}' is not 1 or 0; using {int(getattr(default, name))}.")
+        elif name == "queries":
+            positions = _positions(raw)
+            if positions is None:
+                notices.append(f"The link's queries '{_shown(raw)}' are not token positions like 3,5-7; "
+                               "showing the last token.")
+            else:
+                changes[name] = positions
+        elif name == "ablate":
+            pairs = _head_pairs(raw)
+            if pairs is None:
+                notices.append(f"The link's ablate '{_shown(raw)}' is not a list of layer.head pairs like 3.4,5.1; "
+                               "no head is switched off.")
+            else:
+                changes[name] = pairs
         elif name == "zoom":
             first, _, end = raw.partition("-")
             if first.isdigit() and end.isdigit() and int(first) < int(end) <= 1 << 22:
@@ -262,12 +279,44 @@ def to_query(state: ViewState) -> dict[str, str]:
             continue
         if f.name == "zoom":
             value = f"{value[0]}-{value[1]}"
+        elif f.name == "queries":
+            value = ",".join(map(str, value))
+        elif f.name == "ablate":
+            value = ",".join(f"{layer}.{head}" for layer, head in value)
         elif isinstance(value, bool):
             value = int(value)
         elif isinstance(value, float):
             value = f"{value:g}"
         query[f.name] = str(value)
     return query
+
+
+MAX_LISTED = 64  # most positions or heads a link may list
+
+
+def _positions(raw: str) -> tuple[int, ...] | None:
+    """"3,5-7" -> (3, 5, 6, 7), sorted and unique; None when it is not such a list (or lists too many)."""
+    positions: set[int] = set()
+    for part in raw.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            return None
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low or high >= 1 << 22 or high - low >= MAX_LISTED:
+            return None
+        positions.update(range(low, high + 1))
+    return tuple(sorted(positions)) if 0 < len(positions) <= MAX_LISTED else None
+
+
+def _head_pairs(raw: str) -> tuple[tuple[int, int], ...] | None:
+    """"3.4,5.1" -> ((3, 4), (5, 1)), sorted and unique; None when it is not such a list."""
+    pairs: set[tuple[int, int]] = set()
+    for part in raw.split(","):
+        layer, dot, head = part.strip().partition(".")
+        if not (dot and layer.isdigit() and head.isdigit()) or int(layer) > 1_000 or int(head) > 1_000:
+            return None
+        pairs.add((int(layer), int(head)))
+    return tuple(sorted(pairs)) if len(pairs) <= MAX_LISTED else None
 
 
 def _looks_like_model_id(value: str) -> bool:

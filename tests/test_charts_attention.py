@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from explorer.charts.attention import head_grid, head_heatmap, layer_head_overview, mask_heatmap, mosaic, pool
+from explorer.charts.attention import (
+    head_grid, head_heatmap, layer_head_overview, mask_heatmap, mask_title, mosaic, pool, rollout_heatmap, token_bars,
+)
 
 TOKENS = ["the", "cat", "saw", "the", "dog"]
 
@@ -62,5 +64,42 @@ def test_overview_stays_small_at_256_tokens():
     payload = len(json.dumps(figure.to_plotly_json(), default=str))
     figure_json = figure.to_json()
     assert len(figure_json) < 2_000_000, len(figure_json)
-    assert [t for t in figure.layout.xaxis.ticktext][:2] == ["L0", "L1"] and len(figure.layout.yaxis.ticktext) == 9
+    assert [t for t in figure.layout.xaxis.ticktext][:2] == ["L0", "L2"] and len(figure.layout.yaxis.ticktext) == 9
     assert payload > 0
+
+
+def test_a_click_on_a_tile_names_its_head_and_the_selected_head_is_outlined():
+    grid = head_grid(random_attention(1, 9, 5)[0], TOKENS, "layer", kv_heads=3, selected=4)
+    picker = grid.data[1]  # invisible points at the tiles' centres: clicking selects one
+    assert [list(c) for c in picker.customdata] == [[h] for h in range(9)]
+    assert (picker.x[4], picker.y[4]) == (4 * 6 + 2, 2)  # tile (row 0, column 4) of 5x5 tiles with 1-cell gaps
+    assert [(s.x0, s.y0) for s in grid.layout.shapes] == [(4 * 6 - 0.5, -0.5)]
+    assert grid.layout.xaxis.ticks == "" and grid.layout.yaxis.ticks == ""  # no dangling tick marks
+    overview = layer_head_overview(random_attention(4, 3, 5), TOKENS, selected=(2, 1))
+    assert [list(c) for c in overview.data[1].customdata][:5] == [[0, 0], [1, 0], [2, 0], [3, 0], [0, 1]]
+    assert overview.layout.clickmode == "event+select" and len(overview.layout.shapes) == 1
+
+
+def test_mosaics_fill_their_figure():
+    grid = head_grid(random_attention(1, 9, 9)[0], [f"t{i}" for i in range(9)], "x")
+    assert grid.layout.yaxis.scaleanchor is None  # tiles stretch: no empty band above or below them
+    assert list(grid.layout.yaxis.range) == [2 * 10 - 1 - 0.5, -0.5]  # exactly the two rows of tiles
+
+
+def test_the_mask_leaves_room_for_its_last_key_label_and_its_title_is_wrapped():
+    tokens = ["The", "giant", "ate", "the", "apple", "because", "it", "was", "hungry"]
+    figure = mask_heatmap(np.tril(np.ones((9, 9), dtype=bool)), tokens, mask_title("decoder", None, 9))
+    assert figure.layout.margin.r >= 5 * len("hungry")  # a label leaning right past the plot is not hidden
+    assert list(figure.layout.xaxis.ticktext) == tokens
+    assert all(len(line) <= 26 for line in figure.layout.title.text.split("<br>"))
+    assert figure.layout.title.yref == "container" and figure.layout.title.yanchor == "top"
+
+
+def test_token_charts_label_every_token():
+    tokens = [f"w{i}" for i in range(20)]
+    bars = token_bars(np.full(20, 0.05), tokens, "t", highlight=[19])
+    assert list(bars.layout.xaxis.ticktext) == tokens and bars.data[0].marker.color[19] != bars.data[0].marker.color[0]
+    rolled = rollout_heatmap(np.full((3, 20), 0.05), tokens, "t")
+    assert list(rolled.layout.xaxis.ticktext) == tokens
+    with pytest.raises(ValueError, match="one value per token"):
+        token_bars(np.ones(3), tokens, "t")

@@ -78,7 +78,11 @@ def test_frontier_highlights_the_current_choice():
     points = [{"label": "mqa kv=1 mean", "values": 128, "perplexity": 20000.0},
               {"label": "mla naive r=256 data", "values": 256, "perplexity": 44.0}]
     figure = frontier_figure(points, 42.0, {"label": "mla naive r=192 data", "values": 192, "perplexity": 51.0})
-    assert [trace.name for trace in figure.data] == ["gqa / mqa", "mla (naive)", "your choice"]
+    assert [trace.name for trace in figure.data] == ["gqa / mqa", "mla (naive)", "your choice", "off-scale (above x4)"]
+    off_scale = figure.data[-1]  # the collapsed MQA sits on the top edge, its true perplexity in its hover
+    assert list(off_scale.y) == [4 * 42.0] and off_scale.customdata[0][0] == "mqa kv=1 mean"
+    assert 10 ** figure.layout.yaxis.range[1] == pytest.approx(4 * 42.0)  # the axis stops at 4x the original
+    assert "x1 (42.0)" in figure.layout.yaxis.ticktext and "x2" in figure.layout.yaxis.ticktext
     assert [round(a.y, 3) for a in figure.layout.annotations] == [1.623, 1.644]  # log10 on the log axis, not 42.0
     with pytest.raises(ValueError, match="positive"):
         frontier_figure([{"label": "x", "values": 0, "perplexity": 1.0}], 42.0)

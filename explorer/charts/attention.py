@@ -52,9 +52,22 @@ def colour_scale(weights: np.ndarray, log_scale: bool) -> dict:
     )
 
 
-def _margin(title: str) -> dict:
-    """Room above the plot for the title (each "<br>" adds a line) and the key axis drawn on top."""
-    return dict(l=10, r=10, t=125 + 20 * title.count("<br>"), b=10)
+def _margin(title: str, right: int = 10) -> dict:
+    """Room above the plot for the title (each "<br>" adds a line) and the key axis drawn on top; `right` leaves
+    room for the last key label, which leans right (plotly hides a label that would overflow the figure)."""
+    return dict(l=10, r=right, t=125 + 20 * title.count("<br>"), b=10)
+
+
+def _title(text: str) -> dict:
+    """A title pinned to the figure's top-left corner, so that it is never clipped and sits just above its plot."""
+    return dict(text=text, x=0, xref="paper", xanchor="left", y=1, yref="container", yanchor="top",
+                pad=dict(t=8), font=dict(size=14))
+
+
+def _lean_room(tokens: list[str]) -> int:
+    """Pixels right of the plot that the last key label needs when labels lean at -45 degrees on top."""
+    longest = max((len(t) for t in tokens[-3:]), default=1)
+    return 10 + int(5 * min(longest, 16))
 
 
 def _weight_hover(log_scale: bool) -> str:
@@ -99,7 +112,7 @@ def head_heatmap(
             **colour_scale(weights, log_scale),
         )
     )
-    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=_margin(title))
+    figure.update_layout(title=_title(title), height=height, margin=_margin(title))
     # Fewer labels across than down: rotated labels need more room than stacked ones.
     figure.update_xaxes(title="key (attended to)", side="top", tickangle=-45, **_token_axis(key_tokens, 24, first_key))
     figure.update_yaxes(title="query (attending)", autorange="reversed", **_token_axis(tokens, first=first_query))
@@ -130,7 +143,7 @@ def pooled_heatmap(
         first, end = zoom
         figure.add_shape(type="rect", x0=first - 0.5, x1=end - 0.5, y0=first - 0.5, y1=end - 0.5,
                          line=dict(color="#dc2626", width=2))
-    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=_margin(title))
+    figure.update_layout(title=_title(title), height=height, margin=_margin(title))
     figure.update_xaxes(title="key position (token)", side="top")
     figure.update_yaxes(title="query position (token)", autorange="reversed")
     return figure
@@ -139,10 +152,10 @@ def pooled_heatmap(
 def mask_title(kind: str, window: int | None, num_tokens: int) -> str:
     """What the mask of a layer is, in words, for the title of its picture."""
     if kind == "encoder":
-        return "Mask: none<br>(an encoder lets every token see every token)"
+        return "Mask: none<br>every token sees every token"
     if window is not None and window < num_tokens:
-        return f"Mask: causal<br>(sliding window of {window} tokens)"
-    return "Mask: causal<br>(a token sees only itself and earlier tokens)"
+        return f"Mask: causal<br>sliding window of {window} tokens"
+    return "Mask: causal<br>a token sees itself and<br>earlier tokens only"
 
 
 def mask_heatmap(
@@ -168,7 +181,7 @@ def mask_heatmap(
             hovertemplate="query #%{y}<br>key #%{x}<br>allowed %{z}<extra></extra>",
         )
     )
-    figure.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height, margin=_margin(title))
+    figure.update_layout(title=_title(title), height=height, margin=_margin(title, _lean_room(tokens)))
     figure.update_xaxes(title="key", side="top", tickangle=-45, **_token_axis(tokens, 24, first))
     figure.update_yaxes(title="query", autorange="reversed", **_token_axis(tokens, first=first))
     return figure
@@ -195,8 +208,10 @@ def head_grid(
     key_tokens: list[str] | None = None,
     max_cells: int | None = None,
     log_scale: bool = False,
+    selected: int | None = None,
 ) -> go.Figure:
-    """Every head of one layer, weights (H, Tq, Tk), as small heatmaps labelled H0, H1, ...
+    """Every head of one layer, weights (H, Tq, Tk), as small heatmaps labelled H0, H1, ...; clicking a tile
+    selects its head (see `_picker`), and the `selected` head is outlined in red.
 
     With `kv_heads` < H (GQA/MQA), each label also names the KV head its group shares. With `key_tokens`
     the tiles are rectangular (cross-attention). With `max_cells`, longer self-attention is pooled into
@@ -216,7 +231,7 @@ def head_grid(
     padded[:num_heads] = weights
     canvas = mosaic(padded.reshape(rows, columns, num_queries, num_keys))
     row_stride, column_stride = num_queries + CELL_GAP, num_keys + CELL_GAP
-    figure = _mosaic_figure(canvas, title, 100 + int(165 * rows * max(1.0, num_queries / num_keys)), log_scale)
+    figure = _mosaic_figure(canvas, title, 80 + int(150 * rows * max(1.0, num_queries / num_keys)), log_scale)
     head_of = lambda r, c: r * columns + c  # noqa: E731
     if pooled:
         figure.data[0].hovertemplate = _weight_hover(log_scale) + "<extra></extra>"
@@ -225,13 +240,19 @@ def head_grid(
             canvas.shape, (row_stride, column_stride), tokens, key_tokens or tokens,
             lambda r, c: f"head {head_of(r, c)}",
         )
-    figure.update_xaxes(showticklabels=False)
-    figure.update_yaxes(showticklabels=False)
+    figure.update_xaxes(showticklabels=False, ticks="")
+    figure.update_yaxes(showticklabels=False, ticks="")
+    figure.add_trace(_picker([c * column_stride + (num_keys - 1) / 2 for r in range(rows) for c in range(columns)],
+                             [r * row_stride + (num_queries - 1) / 2 for r in range(rows) for c in range(columns)],
+                             [[head_of(r, c)] for r in range(rows) for c in range(columns)][:num_heads]))
+    if selected is not None and 0 <= selected < num_heads:
+        _outline(figure, (selected % columns) * column_stride, (selected // columns) * row_stride, num_keys, num_queries)
     figure.update_layout(
         annotations=[
-            dict(x=c * column_stride + (num_keys - 1) / 2, y=r * row_stride - 0.6,
+            # Inside each tile's top-right corner (empty under a causal mask), so no label overlaps a neighbour.
+            dict(x=c * column_stride + num_keys - 0.5, y=r * row_stride - 0.5, xanchor="right", yanchor="top",
                  text=f"H{head_of(r, c)}" + (f" · KV{head_of(r, c) // group}" if group > 1 else ""),
-                 showarrow=False, yanchor="bottom", font=dict(size=12))
+                 showarrow=False, font=dict(size=11, color="#111827"), bgcolor="rgba(255,255,255,0.75)")
             for r in range(rows) for c in range(columns) if head_of(r, c) < num_heads
         ]
     )
@@ -239,9 +260,12 @@ def head_grid(
 
 
 def layer_head_overview(
-    attentions: np.ndarray, tokens: list[str], max_cells: int = 24, log_scale: bool = False
+    attentions: np.ndarray, tokens: list[str], max_cells: int = 24, log_scale: bool = False,
+    selected: tuple[int, int] | None = None,
 ) -> go.Figure:
     """Every head (rows) in every layer (columns), attentions (L, H, T, T), pooled to max_cells per side.
+
+    Clicking a tile selects its (layer, head); the `selected` (layer, head) is outlined in red.
 
     Already pooled input (`AttentionOverview.pooled`, with one label per block) is drawn as it is.
     """
@@ -251,15 +275,45 @@ def layer_head_overview(
     cells = tiles.shape[-1]
     canvas = mosaic(tiles)
     stride = cells + CELL_GAP
-    figure = _mosaic_figure(canvas, "All heads × layers", 140 + int(1100 * num_heads / num_layers), log_scale)
+    figure = _mosaic_figure(canvas, "All heads × layers", 90 + 46 * num_heads, log_scale)
     # No per-cell hover text: it would multiply the payload; the axes name each tile's layer and head.
     figure.data[0].hovertemplate = _weight_hover(log_scale) + "<extra></extra>"
     centre = (cells - 1) / 2
-    figure.update_xaxes(side="top", tickmode="array", tickvals=[c * stride + centre for c in range(num_layers)],
-                        ticktext=[f"L{c}" for c in range(num_layers)])
+    step = int(np.ceil(num_layers / 16))  # at most 16 layer labels, so they stay level and readable
+    figure.update_xaxes(tickmode="array", tickvals=[c * stride + centre for c in range(0, num_layers, step)],
+                        ticktext=[f"L{c}" for c in range(0, num_layers, step)], tickangle=0)
     figure.update_yaxes(tickmode="array", tickvals=[r * stride + centre for r in range(num_heads)],
                         ticktext=[f"H{r}" for r in range(num_heads)])
+    figure.add_trace(_picker([c * stride + centre for r in range(num_heads) for c in range(num_layers)],
+                             [r * stride + centre for r in range(num_heads) for c in range(num_layers)],
+                             [[c, r] for r in range(num_heads) for c in range(num_layers)]))
+    if selected is not None and 0 <= selected[0] < num_layers and 0 <= selected[1] < num_heads:
+        _outline(figure, selected[0] * stride, selected[1] * stride, cells, cells)
     return figure
+
+
+def _outline(figure: go.Figure, left: int, top: int, width: int, height: int) -> None:
+    """A red frame around one tile of a mosaic: the head that is selected."""
+    figure.add_shape(type="rect", x0=left - 0.5, x1=left + width - 0.5, y0=top - 0.5, y1=top + height - 0.5,
+                     line=dict(color="#dc2626", width=2))
+
+
+def _picker(x: list[float], y: list[float], ids: list[list[int]]) -> go.Scatter:
+    """Invisible points at the tiles' centres, one per head, so that a click on a tile selects that head.
+
+    A heatmap cannot be selected in plotly; a scatter point can, and its `customdata` says which head it is:
+    [head] in a layer's grid, [layer, head] in the overview. Hovering near a centre names the head. `customdata`
+    stays a plain list: as a typed array, a clicked point's customdata reaches the server as {"0": .., "1": ..}.
+    """
+    count = len(ids)
+    name = "L%{customdata[0]} H%{customdata[1]}" if len(ids[0]) == 2 else "H%{customdata[0]}"
+    return go.Scatter(
+        x=np.asarray(x[:count], dtype=np.float32), y=np.asarray(y[:count], dtype=np.float32), customdata=ids,
+        mode="markers", showlegend=False, name="heads",
+        marker=dict(size=22, symbol="square", opacity=0, color="#1d4ed8"),
+        selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
+        hovertemplate=name + ": click to select<extra></extra>",
+    )
 
 
 def _mosaic_figure(canvas: np.ndarray, title: str, height: int, log_scale: bool = False) -> go.Figure:
@@ -270,10 +324,12 @@ def _mosaic_figure(canvas: np.ndarray, title: str, height: int, log_scale: bool 
             **colour_scale(canvas, log_scale),
         )
     )
-    figure.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=70, b=10),
-                         plot_bgcolor="white")
-    figure.update_yaxes(autorange="reversed", scaleanchor="x", showgrid=False, zeroline=False)
-    figure.update_xaxes(showgrid=False, zeroline=False, constrain="domain")
+    # No fixed aspect ratio: tiles stretch to fill the figure, so no empty band opens above or below them.
+    figure.update_layout(title=_title(title), height=height, margin=dict(l=10, r=10, t=60, b=10),
+                         plot_bgcolor="white", clickmode="event+select", dragmode=False, hovermode="closest")
+    rows, columns = canvas.shape
+    figure.update_yaxes(range=[rows - 0.5, -0.5], showgrid=False, zeroline=False)  # row 0 on top
+    figure.update_xaxes(range=[-0.5, columns - 0.5], showgrid=False, zeroline=False)
     return figure
 
 
@@ -331,7 +387,60 @@ def summary_heatmap(
             hovertemplate="layer %{x}, head %{y}<br>%{z:.2f} " + unit + "<extra></extra>",
         )
     )
-    figure.update_layout(title=title, height=140 + 22 * num_heads, margin=dict(l=10, r=10, t=50, b=10))
-    figure.update_xaxes(title="layer", dtick=5 if num_layers > 12 else 1)
+    figure.update_layout(title=_title(title), height=110 + 18 * num_heads, margin=dict(l=10, r=10, t=40, b=10))
+    figure.update_xaxes(title="layer", dtick=1 if num_layers <= 16 else 2 if num_layers <= 40 else 5)
     figure.update_yaxes(title="head", autorange="reversed", dtick=1)
+    return figure
+
+
+def token_bars(
+    values: np.ndarray, tokens: list[str], title: str, highlight: list[int] = (), value: str = "weight",
+    height: int = 300,
+) -> go.Figure:
+    """One number per token, values (T,), as bars over the tokens in order, every token labelled; the
+    `highlight` positions (the query tokens themselves) are drawn in orange."""
+    if np.shape(values) != (len(tokens),):
+        raise ValueError(f"Expected one value per token ({len(tokens)}); got shape {np.shape(values)}.")
+    colours = ["#f59e0b" if k in set(highlight) else "#1d4ed8" for k in range(len(tokens))]
+    figure = go.Figure(
+        go.Bar(
+            x=np.arange(len(tokens)), y=values, marker_color=colours,
+            customdata=[f"#{k} {t}" for k, t in enumerate(tokens)],
+            hovertemplate="%{customdata}<br>" + value + " %{y:.3f}<extra></extra>",
+        )
+    )
+    figure.update_layout(title=_title(title), height=height, yaxis_title=value,
+                         margin=dict(l=10, r=_lean_room(tokens), t=45 + 18 * title.count("<br>"), b=10))
+    figure.update_xaxes(tickangle=-45, **_token_axis(tokens, 64))
+    return figure
+
+
+def prediction_bars(candidates: list[tuple[str, float, float]], title: str, height: int = 320) -> go.Figure:
+    """Next-token candidates (token, probability before, after) as bars side by side: all heads on, chosen off."""
+    labels = [f"#{rank + 1} {token.strip() or repr(token)}" for rank, (token, _, _) in enumerate(candidates)]
+    figure = go.Figure([
+        go.Bar(x=labels, y=[c[1] for c in candidates], name="all heads on", marker_color="#9ca3af"),
+        go.Bar(x=labels, y=[c[2] for c in candidates], name="chosen heads off", marker_color="#dc2626"),
+    ])
+    figure.update_layout(title=_title(title), height=height, barmode="group", margin=dict(l=10, r=10, t=50, b=10),
+                         yaxis=dict(title="probability of the next token", rangemode="tozero"),
+                         legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    return figure
+
+
+def rollout_heatmap(values: np.ndarray, tokens: list[str], title: str, height: int | None = None) -> go.Figure:
+    """Rollout rows layer by layer, values (L, T): after layer l (down), the share drawn from each input token
+    (across); every row sums to 1."""
+    if values.ndim != 2 or values.shape[1] != len(tokens):
+        raise ValueError(f"Expected one row per layer over the {len(tokens)} tokens; got shape {values.shape}.")
+    num_layers = values.shape[0]
+    figure = go.Figure(go.Heatmap(
+        z=values, x=np.arange(len(tokens)), y=np.arange(num_layers), zmin=0.0, zmax=1.0, colorscale="Purples",
+        colorbar=dict(title="share", thickness=10),  # hover by position only: labels per cell would grow L x T
+        hovertemplate="after layer %{y}<br>from token #%{x}<br>share %{z:.3f}<extra></extra>",
+    ))
+    figure.update_layout(title=_title(title), height=height or 120 + 14 * num_layers,
+                         margin=dict(l=10, r=_lean_room(tokens), t=100, b=10))
+    figure.update_xaxes(title="input token", side="top", tickangle=-45, **_token_axis(tokens, 64))
+    figure.update_yaxes(title="after layer", autorange="reversed", dtick=1 if num_layers <= 32 else 4)
     return figure

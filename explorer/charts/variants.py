@@ -76,6 +76,37 @@ def frontier_figure(
         xaxis=dict(title="KV values cached per token per layer", type="log"),
         yaxis=dict(title="perplexity on held-out news prose", type="log"),
     )
+    relative_axis(figure, original_perplexity)
+    return figure
+
+
+RATIO_TICKS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)  # perplexity / original, where the y axis has ticks
+CEILING = 4.0  # the y axis stops at this many times the original; worse variants are marked off-scale
+
+
+def relative_axis(figure: go.Figure, original_perplexity: float, ceiling: float = CEILING) -> go.Figure:
+    """Clip the frontier's log y axis to [0.85x, `ceiling`x] the original perplexity, ticked as ratios ("x1.5"),
+    so the region that matters (within 2x of the original) is legible; a variant above the ceiling (a collapsed
+    conversion, 10^3-10^5 x) is drawn as a triangle on the top edge whose hover gives its true perplexity.
+    """
+    low, high = 0.85 * original_perplexity, ceiling * original_perplexity
+    off = [(x, y, name) for trace in figure.data if trace.type == "scatter" and trace.y is not None
+           for x, y, name in zip(trace.x, trace.y, trace.customdata if trace.customdata is not None
+                                 else trace.text or [trace.name] * len(trace.y)) if y > high]
+    if off:
+        figure.add_trace(go.Scatter(
+            x=[x for x, _, _ in off], y=[high] * len(off), mode="markers", name=f"off-scale (above x{ceiling:g})",
+            marker=dict(symbol="triangle-up", size=12, color="#9ca3af", line=dict(color="#111827", width=1)),
+            customdata=[[name, y, y / original_perplexity] for _, y, name in off], cliponaxis=False,
+            hovertemplate="%{customdata[0]}<br>%{x} values/token/layer<br>perplexity %{customdata[1]:,.0f} "
+                          "(x%{customdata[2]:,.0f} the original): off the scale<extra></extra>",
+        ))
+    ticks = [r for r in RATIO_TICKS if r <= ceiling]
+    figure.update_yaxes(
+        title="perplexity, relative to the original", range=[math.log10(low), math.log10(high)],
+        tickvals=[r * original_perplexity for r in ticks],
+        ticktext=[f"x{r:g}" + (f" ({original_perplexity:.1f})" if r == 1 else "") for r in ticks],
+    )
     return figure
 
 

@@ -9,22 +9,20 @@
 - `committed`: committed uptraining runs of every device, side by side.
 - `hearing`: what Whisper hears: the clip, the cached run, words that play their span.
 - `generate`: the generate page's controls, live run and context chart.
+- `attention`: the attention page's clicks, query tokens, special tokens, rollout, flow and head ablation.
 """
 
-from explorer.ui.generate import context_chart, generate_controls, run_generation, show_generation
-from explorer.ui.hearing import audio_for, get_hearing, is_whisper, word_player
-from explorer.ui.lab import (
-    absorb_gap,
-    get_conversion,
-    lab_model,
-    lab_variant_layout,
-    measured_caches,
-    measured_kv,
-    variant_controls,
-    variant_quality,
-    variant_run,
+from explorer.ui.attention import (
+    get_ablation,
+    get_flow,
+    get_rollout,
+    heads_to_switch_off,
+    hide_special_switch,
+    query_tokens,
+    select_head_on_click,
+    special_tokens,
+    unchanging_figure,
 )
-from explorer.ui.committed import committed_uptraining
 from explorer.ui.layout import beside, chart, downloads, explain, token_strip
 from explorer.ui.models import (
     get_cross_run,
@@ -34,7 +32,6 @@ from explorer.ui.models import (
     get_overview,
     get_run,
 )
-from explorer.ui.uptraining import uptrain_controls, uptrained_pair, uptrained_quality, uptrained_run
 from explorer.ui.url import keep_widget, set_view, share_link, show_notices, view_state
 from explorer.ui.widgets import (
     config_picker,
@@ -53,3 +50,24 @@ from explorer.ui.widgets import (
     token_to_follow,
     zoom_region,
 )
+
+# The lab's, the generate page's and Whisper's helpers import every variant family's code (and transformers' BERT,
+# GPT-2, Llama and Whisper modules): load them on first use, so the attention page, which most visitors see first,
+# does not wait for them.
+_LAZY = {
+    **dict.fromkeys(["absorb_gap", "get_conversion", "lab_model", "lab_variant_layout", "measured_caches",
+                     "measured_kv", "variant_controls", "variant_quality", "variant_run"], "explorer.ui.lab"),
+    **dict.fromkeys(["uptrain_controls", "uptrained_pair", "uptrained_quality", "uptrained_run"],
+                    "explorer.ui.uptraining"),
+    "committed_uptraining": "explorer.ui.committed",
+    **dict.fromkeys(["context_chart", "generate_controls", "run_generation", "show_generation"], "explorer.ui.generate"),
+    **dict.fromkeys(["audio_for", "get_hearing", "is_whisper", "word_player"], "explorer.ui.hearing"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'explorer.ui' has no attribute '{name}'")

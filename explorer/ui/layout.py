@@ -21,10 +21,11 @@ def token_strip(tokens: list[str]) -> None:
     st.markdown(f"<div>{chips}</div>", unsafe_allow_html=True)
 
 
-def chart(figure, key: str, numbers: export.LabelledArray | export.Table | None = None) -> None:
+def chart(figure, key: str, numbers: export.LabelledArray | export.Table | None = None, on_select=None) -> None:
     """A plotly chart with its exports beneath it: PNG (the chart's camera button in the browser, and a 2x render
     on the server where Chromium is installed), SVG and PDF for papers (rendered on the server, at a page's width),
     and `numbers`, the numbers behind it, as CSV and JSON.
+    `on_select`: a callback run when a point of the chart is clicked (its selection is in session state at `key`).
 
     Every file is made only when its button is clicked (a server-side PNG takes a few seconds), never on a rerun.
     """
@@ -34,6 +35,7 @@ def chart(figure, key: str, numbers: export.LabelledArray | export.Table | None 
         figure,
         key=key,
         config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": name, "scale": 2}},
+        **({"on_select": on_select, "selection_mode": "points"} if on_select else {}),
     )
     files = {}
     if export.png_export_available():
