@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -12,7 +13,8 @@ from explorer.__main__ import main
 from explorer.catalogue import ModelEntry
 from explorer.loading import LoadedModel
 from explorer.prose import prose
-from explorer.quality import Quality, evaluation_ids
+from explorer.lab import RESULTS
+from explorer.quality import Quality, blocks, evaluation_ids
 from explorer.settings import SettingsError, read_settings
 from explorer.uptrain import CONTROL, UptrainSettings, training_batches, trainable_parameters, uptrain
 from explorer.variants import VariantSpec
@@ -132,17 +134,28 @@ def test_an_encoder_is_refused_with_a_sentence(minilm, tmp_path):
         uptrain(minilm, VariantSpec("mqa"), TINY, root=tmp_path)
 
 
-def test_the_reading_judges_against_the_control():
-    def measured(perplexity):
-        return Quality(perplexity, 0.1, 0.5, 1.0, 100, 0.1)
+def test_the_reading_judges_against_the_control_from_the_paired_interval():
+    difficulty = np.random.default_rng(0).normal(0.0, 1.0, size=(32, 256))  # (N, P) what every model finds hard
+
+    def measured(perplexity, noise=0.05, seed=1):
+        # per-token losses around log(perplexity), sharing the passages' difficulty as real models do
+        per_token = np.log(perplexity) + difficulty + np.random.default_rng(seed).normal(0, noise, size=(32, 256))
+        stats = blocks({"nll": torch.tensor(per_token)})
+        return Quality(perplexity, 0.1, 0.5, 1.0, 100, 0.1, (0.9 * perplexity, 1.1 * perplexity), (0.05, 0.15),
+                       (0.4, 0.6), float("nan"), (float("nan"),) * 2, stats)
 
     settings = UptrainSettings(tokens=8192)
-    recovered = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(44), measured(40))
+    recovered = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(44), measured(40, seed=2))
     assert "recovered" in recovered and "not recovered" not in recovered and "9,000.0" in recovered
-    behind = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(60), measured(40))
-    assert "1.50x the control" in behind and "not recovered" in behind
-    rows = uptraining.quality_rows(42.0, measured(9000), measured(60), measured(40))
-    assert [r["perplexity"] for r in rows] == [42.0, 9000, 60, 40]
+    behind = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(60), measured(40, seed=2))
+    assert "x the control" in behind and "not recovered" in behind
+    # on the line: 1.2x the control, with an interval either side of it
+    unsure = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(48, noise=1.0),
+                                measured(40, seed=2))
+    assert "can't tell at this size" in unsure and "not recovered" not in unsure
+    rows = uptraining.quality_rows(measured(42), measured(9000), measured(60), measured(40))
+    assert [r["perplexity"] for r in rows] == [42, 9000, 60, 40]
+    assert rows[2]["perplexity_ci_low"] == 54 and rows[2]["perplexity_ci_high"] == pytest.approx(66)
 
 
 def test_hosted_mode_caps_the_training_budget():
@@ -167,6 +180,17 @@ def test_the_command_line_reports_before_after_and_control(monkeypatch, tmp_path
     assert report["control_after"]["perplexity"] < 2 * report["original"]["perplexity"]
     assert report["after_vs_control"] == pytest.approx(
         report["variant_after"]["perplexity"] / report["control_after"]["perplexity"])
+    low, high = report["after_vs_control_ci"]
+    assert low < report["after_vs_control"] < high and report["recovered"] in ("yes", "no", "can't tell at this size")
+    assert report["original"]["perplexity_ci"][0] < report["original"]["perplexity"] < report["original"]["perplexity_ci"][1]
+    assert "dequantised from a 4-bit GGUF (Q4_1)" in report["weights"]
+    # every committed uptraining result carries the fields this writer produces today
+    for path in sorted(RESULTS.glob("uptrain-*.json")):
+        committed = json.loads(path.read_text())
+        assert set(report) <= set(committed), f"{path.name} lacks {sorted(set(report) - set(committed))}"
+        for run in ("before", "variant_after", "control_after"):
+            assert set(report[run]) <= set(committed[run]), f"{path.name}: {run} lacks fields"
+        assert committed["eval_tokens"] >= 8192
     assert (tmp_path / "uptrained").is_dir()
 
 
