@@ -134,9 +134,15 @@ def _variants(args) -> int:
     from explorer.loading import load_model
     from explorer.variants.report import variant_report
 
-    report = variant_report(
-        load_model(args.model), eval_tokens=args.tokens, progress=lambda line: print(line, file=sys.stderr, flush=True)
-    )
+    rows: list[dict] = []
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+        if args.output:  # a long run keeps what it has measured so far, marked unfinished
+            _write_report({"model": args.model, "unfinished": True, "eval_tokens": args.tokens, "variants": rows},
+                          argparse.Namespace(output=args.output, json=False))
+
+    report = variant_report(load_model(args.model), eval_tokens=args.tokens, progress=progress, rows=rows)
     if _write_report(report, args):
         return 0
     if report.get("weights"):

@@ -127,9 +127,10 @@ def absorbed_vs_naive(model, input_ids: torch.Tensor) -> float:
 
 
 def variant_report(
-    loaded, specs=None, eval_tokens: int = EVAL_TOKENS, chunk_tokens: int = 256, progress=None
+    loaded, specs=None, eval_tokens: int = EVAL_TOKENS, chunk_tokens: int = 256, progress=None, rows=None
 ) -> dict:
-    """Convert, measure and evaluate each spec; returns a JSON-ready dict. `progress(label)` hears each row.
+    """Convert, measure and evaluate each spec; returns a JSON-ready dict. `progress(label)` hears each row, and
+    `rows`, when given, is the list the rows are appended to as they are measured (so a long run can save them).
 
     `specs` defaults to `report_specs` for the model. Encoders are evaluated on whole documents of the
     evaluation prose (about `eval_tokens` tokens, at least four documents), decoders on chunks of it.
@@ -151,7 +152,7 @@ def variant_report(
         eval_count = int(input_ids.numel())
     calibration = calibrate(loaded, max(spec.calibration_tokens for spec in specs))
     bytes_per_value = torch.finfo(loaded.dtype).bits // 8
-    rows = []
+    rows = [] if rows is None else rows
     for spec in specs:
         conversion = convert(loaded, spec, calibration)
         model = conversion.loaded.model
