@@ -112,8 +112,9 @@ else:
 st.caption(lab.frontier_caption(report, quality, original.kind))
 if not points:
     st.caption(f"No committed measurements of {original.entry.label} yet: `python -m explorer variants` makes them.")
-for comparison in (report or {}).get("comparisons", []):
-    st.markdown(f"- {lab.comparison_sentence(comparison)}")
+if comparisons := (report or {}).get("comparisons"):
+    st.markdown("**Paired comparisons** of the committed measurements, each decided from its 95% interval:\n"
+                + "\n".join(f"- {lab.comparison_sentence(comparison)}" for comparison in comparisons))
 
 st.subheader("Uptrain this variant")
 if encoder:
