@@ -5,6 +5,11 @@ all-MiniLM-L6-v2, which have no LM head) are judged by what they are used for: h
 mean-pooled embedding stays, how the texts' pairwise similarities keep their order, and the relative error of
 the last hidden state. The evaluation prose is the second half of the Lee news corpus; calibration never
 reads it (see `explorer.prose`).
+
+Every figure comes with a 95% interval from one function, `bootstrap`: a percentile bootstrap over fixed-length
+blocks of the scored tokens (over documents for an encoder). Two models scored on the same tokens give the same
+blocks, so a ratio or a difference between them is resampled in pairs, and what both find hard cancels. A verdict
+("within 5%") is read from an interval with `below`: yes, no, or "can't tell at this size".
 """
 
 from __future__ import annotations
