@@ -71,6 +71,16 @@ def below(interval: tuple[float, float], line: float) -> Verdict:
     return "no" if low > line else CANT_TELL
 
 
+def better(interval: tuple[float, float], even: float, lower_is_better: bool = True) -> Verdict:
+    """Whether `a` beats `b`, read from the interval of their ratio (`even` = 1) or difference (`even` = 0): yes when
+    the whole interval lies on the better side of `even`, no when none of it does (equal is no), else can't tell."""
+    low, high = interval if lower_is_better else (-interval[1], -interval[0])
+    even = even if lower_is_better else -even
+    if high < even:
+        return "yes"
+    return "no" if low >= even else CANT_TELL
+
+
 def blocks(per_token: dict[str, torch.Tensor], block_tokens: int = BLOCK_TOKENS) -> dict[str, list[float]]:
     """Per-token measures (N, P) of N sequences cut into blocks of `block_tokens` positions within each sequence:
     {"tokens": [n per block], name: [block mean per block]}, the rows `bootstrap` resamples. Blocks never cross a

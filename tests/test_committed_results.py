@@ -7,7 +7,7 @@ import json
 import pytest
 
 from explorer.lab import RESULTS
-from explorer.quality import EVAL_TOKENS, compare, evaluation_ids, reference
+from explorer.quality import EVAL_TOKENS, better, compare, evaluation_ids, reference
 from explorer.variants import VariantSpec, convert
 from explorer.variants.report import variant_report
 
@@ -46,9 +46,8 @@ def test_every_committed_report_has_the_fields_its_writer_produces_today(fresh_r
     assert committed["eval_tokens"] >= EVAL_TOKENS
     for comparison in committed["comparisons"]:
         low, high = comparison["ci"]
-        expected = ("yes" if high < 1 else "no" if low > 1 else "can't tell at this size") \
-            if comparison["measure"].startswith("perplexity") else \
-            ("yes" if low > 0 else "no" if high < 0 else "can't tell at this size")
+        by_ratio = comparison["measure"].startswith("perplexity")
+        expected = better((low, high), 1.0) if by_ratio else better((low, high), 0.0, lower_is_better=False)
         assert comparison["verdict"] == expected  # from the interval, never the point estimate
 
 

@@ -8,6 +8,7 @@ from explorer.prose import documents, prose, token_chunks
 from explorer.quality import (
     CANT_TELL,
     below,
+    better,
     blocks,
     bootstrap,
     compare,
@@ -115,6 +116,10 @@ def test_a_verdict_comes_from_the_interval_not_the_point():
     assert below((1.01, 1.04), 1.05) == "yes"
     assert below((1.06, 1.20), 1.05) == "no"
     assert below((1.00, 1.10), 1.05) == CANT_TELL == "can't tell at this size"
+    assert better((0.2, 0.9), 1.0) == "yes" and better((0.9, 1.1), 1.0) == CANT_TELL
+    assert better((1.0, 1.0), 1.0) == "no"  # two exact conversions: equal, so neither beats the other
+    assert better((0.01, 0.03), 0.0, lower_is_better=False) == "yes"  # a cosine difference: higher is better
+    assert better((-0.03, -0.01), 0.0, lower_is_better=False) == "no"
 
 
 def test_every_figure_of_a_real_comparison_carries_its_interval(smollm2):

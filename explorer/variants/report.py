@@ -19,6 +19,7 @@ from explorer.quality import (
     LEVEL,
     RESAMPLES,
     below,
+    better,
     bootstrap,
     compare,
     compare_encoder,
@@ -292,12 +293,12 @@ def _paired(claim: str, a: dict, b: dict, encoder: bool) -> dict:
         difference = [x - y for x, y in zip(a["documents"]["embedding_cosine"], b["documents"]["embedding_cosine"])]
         value = sum(difference) / len(difference)
         low, high = bootstrap(difference)
-        verdict = "yes" if low > 0 else "no" if high < 0 else "can't tell at this size"
+        verdict = better((low, high), 0.0, lower_is_better=False)
         measure = "mean embedding cosine of a minus that of b (paired over documents)"
     else:  # lower perplexity is better: a beats b when ppl(a) / ppl(b) < 1
         value = ratio(a["blocks"], b["blocks"])
         low, high = ratio_interval(a["blocks"], b["blocks"])
-        verdict = "yes" if high < 1 else "no" if low > 1 else "can't tell at this size"
+        verdict = better((low, high), 1.0)
         measure = "perplexity of a / perplexity of b (paired over the same blocks)"
     return {"claim": claim, "a": a["label"], "b": b["label"], "measure": measure, "value": value,
             "ci": [low, high], "verdict": verdict}
