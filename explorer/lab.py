@@ -188,7 +188,8 @@ def comparison_sentence(comparison: dict) -> str:
         measured = f"perplexity ratio {comparison['value']:.3g} (95% interval {low:.3g}–{high:.3g}, paired)"
     else:
         measured = f"cosine difference {comparison['value']:+.4f} (95% interval {low:+.4f} to {high:+.4f}, paired)"
-    return f"{comparison['claim'].capitalize()}? {answer}: {comparison['a']} against {comparison['b']}, {measured}."
+    claim = comparison["claim"][0].upper() + comparison["claim"][1:]  # "MLA beats MQA", not "Mla beats mqa"
+    return f"{claim}? {answer}: {comparison['a']} against {comparison['b']}, {measured}."
 
 
 def cached_values(spec: VariantSpec, shape: AttentionShape) -> float:
