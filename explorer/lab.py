@@ -288,12 +288,23 @@ def quality_note(entry, quality, kind: str = "decoder") -> str:
     return f"{size} {note}" if note else size
 
 
-def frontier_caption(report: dict | None, quality, kind: str = "decoder") -> str:
-    """What the frontier's markers and bars are, with the evaluation size behind them."""
+def frontier_original(report: dict | None, live_perplexity: float) -> float:
+    """The original's perplexity the frontier's lines mark: the committed report's (the markers' own yardstick,
+    on its many tokens) when there is one, else the one measured now."""
+    original = next((row for row in (report or {}).get("variants", []) if row["label"] == "original"), None)
+    return original["perplexity"] if original and "perplexity" in original else live_perplexity
+
+
+def frontier_caption(report: dict | None, quality, kind: str = "decoder", live_original: float | None = None) -> str:
+    """What the frontier's markers, lines and bars are, with the evaluation size behind them."""
     mine = f"{quality.texts} documents" if kind == "encoder" else f"{quality.tokens:,} tokens"
     if report is None:
         return f"The star is your choice, measured now on {mine}; its bar is the 95% interval."
     unit = "held-out tokens" if kind != "encoder" else f"tokens of {report.get('eval_texts', 0)} held-out documents"
+    lines = ""
+    if live_original is not None:
+        lines = (f" The lines mark the original on the committed tokens ({frontier_original(report, live_original):.1f}"
+                 f"); on the {mine} measured now it scores {live_original:.1f}, so read the star against that.")
     return (f"Each marker is a variant converted and measured by `python -m explorer variants` on "
             f"{report['eval_tokens']:,} {unit} (committed results); the star is your choice, measured now on "
-            f"{mine}. Bars are 95% intervals: where two bars overlap, the paired comparisons below decide.")
+            f"{mine}. Bars are 95% intervals: where two bars overlap, the paired comparisons below decide.{lines}")

@@ -106,10 +106,11 @@ if encoder:
     ui.chart(encoder_frontier_figure(points, current), key="frontier",
              numbers=export.Table(points, {"current": current, "eval_tokens": report and report["eval_tokens"]}))
 else:
-    ui.chart(frontier_figure(points, ref.perplexity, current), key="frontier",
-             numbers=export.Table(points, {"current": current, "reference_perplexity": ref.perplexity,
+    yardstick = lab.frontier_original(report, ref.perplexity)
+    ui.chart(frontier_figure(points, yardstick, current), key="frontier",
+             numbers=export.Table(points, {"current": current, "reference_perplexity": yardstick,
                                            "eval_tokens": report and report["eval_tokens"]}))
-st.caption(lab.frontier_caption(report, quality, original.kind))
+st.caption(lab.frontier_caption(report, quality, original.kind, None if encoder else ref.perplexity))
 if not points:
     st.caption(f"No committed measurements of {original.entry.label} yet: `python -m explorer variants` makes them.")
 if comparisons := (report or {}).get("comparisons"):
