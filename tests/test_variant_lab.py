@@ -152,3 +152,22 @@ def test_gemma3_offers_mean_or_first_merges_and_keeps_uptraining():
     assert any("normalises each key head" in w.value and "Showing mean-pooling" in w.value for w in app.warning)
     assert {m.label: m.value for m in app.metric}["KV values / token / layer"] == "512"  # MQA already: unchanged
     assert any(c.value.startswith("Runs of 32 steps") for c in app.caption)  # the uptrain estimate, for Gemma-3
+
+
+def test_committed_comparisons_read_in_plain_words_and_the_frontier_keeps_its_own_yardstick():
+    from explorer.lab import comparison_sentence, frontier_caption, frontier_original
+
+    comparison = {"claim": "MLA beats MQA/GQA at equal cache", "a": "mla naive r=128 data", "b": "mqa kv=1 aligned",
+                  "measure": "perplexity of a / perplexity of b (paired over the same blocks)", "value": 0.343,
+                  "ci": [0.325, 0.363], "verdict": "yes"}
+    assert comparison_sentence(comparison).startswith("MLA beats MQA/GQA at equal cache? Yes: mla naive r=128 data")
+    assert "Can't tell at this size" in comparison_sentence({**comparison, "ci": [0.9, 1.1], "verdict": "can't tell "
+                                                                                                      "at this size"})
+    report = {"eval_tokens": 8192, "variants": [{"label": "original", "perplexity": 30.2}]}
+    assert frontier_original(report, 42.6) == 30.2 and frontier_original(None, 42.6) == 42.6
+
+    class Measured:
+        tokens = 510
+
+    caption = frontier_caption(report, Measured(), "decoder", 42.6)
+    assert "8,192 held-out tokens" in caption and "510 tokens" in caption and "scores 42.6" in caption
