@@ -1,5 +1,7 @@
 """Uptraining: a short fine-tune of a converted model, its control, its cache, and its data kept apart."""
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -14,7 +16,7 @@ from explorer.catalogue import ModelEntry
 from explorer.loading import LoadedModel
 from explorer.prose import prose
 from explorer.lab import RESULTS
-from explorer.quality import Quality, blocks, evaluation_ids
+from explorer.quality import EVAL_TOKENS, Quality, below, blocks, evaluation_ids
 from explorer.settings import SettingsError, read_settings
 from explorer.uptrain import CONTROL, UptrainSettings, training_batches, trainable_parameters, uptrain
 from explorer.variants import VariantSpec
@@ -166,14 +168,23 @@ def test_hosted_mode_caps_the_training_budget():
         read_settings({"ATTENTION_EXPLORER_MAX_UPTRAIN_TOKENS": "lots"})
 
 
-def test_the_command_line_reports_before_after_and_control(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(uptraining, "cache_dir", lambda: tmp_path)
-    output = tmp_path / "report.json"
-    code = main(["uptrain", "--model", "smollm2", "--variant", "mqa", "--tokens", "256", "--eval-tokens", "256",
-                 "--json", "--output", str(output)])
-    assert code == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report == json.loads(output.read_text())
+@pytest.fixture(scope="module")
+def command_line_report(tmp_path_factory):
+    """`python -m explorer uptrain` on a tiny budget: the report it prints and writes, and where it saved runs."""
+    folder = tmp_path_factory.mktemp("uptrain-cli")
+    output = folder / "report.json"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(uptraining, "cache_dir", lambda: folder)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = main(["uptrain", "--model", "smollm2", "--variant", "mqa", "--tokens", "256", "--eval-tokens",
+                         "256", "--json", "--output", str(output)])
+    return code, json.loads(printed.getvalue()), json.loads(output.read_text()), folder
+
+
+def test_the_command_line_reports_before_after_and_control(command_line_report):
+    code, report, written, folder = command_line_report
+    assert code == 0 and report == written
     assert report["variant"] == "mqa kv=1 mean" and report["eval_tokens"] == 256
     assert report["variant_record"]["tokens_seen"] == 256 and len(report["variant_record"]["losses"]) == 1
     assert report["before"]["perplexity"] > 10 * report["original"]["perplexity"]  # training-free MQA collapses
@@ -184,14 +195,20 @@ def test_the_command_line_reports_before_after_and_control(monkeypatch, tmp_path
     assert low < report["after_vs_control"] < high and report["recovered"] in ("yes", "no", "can't tell at this size")
     assert report["original"]["perplexity_ci"][0] < report["original"]["perplexity"] < report["original"]["perplexity_ci"][1]
     assert "dequantised from a 4-bit GGUF (Q4_1)" in report["weights"]
-    # every committed uptraining result carries the fields this writer produces today
-    for path in sorted(RESULTS.glob("uptrain-*.json")):
-        committed = json.loads(path.read_text())
-        assert set(report) <= set(committed), f"{path.name} lacks {sorted(set(report) - set(committed))}"
-        for run in ("before", "variant_after", "control_after"):
-            assert set(report[run]) <= set(committed[run]), f"{path.name}: {run} lacks fields"
-        assert committed["eval_tokens"] >= 8192
-    assert (tmp_path / "uptrained").is_dir()
+    assert (folder / "uptrained").is_dir()
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("uptrain-*.json")), ids=lambda path: path.name)
+def test_every_committed_uptraining_result_has_the_fields_its_writer_produces_today(command_line_report, path):
+    report = command_line_report[1]
+    committed = json.loads(path.read_text())
+    assert set(report) <= set(committed), f"{path.name} lacks {sorted(set(report) - set(committed))}; run it again"
+    for run in ("original", "before", "variant_after", "control_after"):
+        assert set(report[run]) <= set(committed[run]), f"{path.name}: {run} lacks fields; run it again"
+    assert committed["eval_tokens"] >= EVAL_TOKENS
+    low, high = committed["after_vs_control_ci"]
+    assert low <= committed["after_vs_control"] <= high
+    assert committed["recovered"] == below((low, high), uptraining.RECOVERED_WITHIN)  # read from the interval
 
 
 def test_the_lab_uptrains_beside_the_control(monkeypatch, tmp_path):
