@@ -132,7 +132,8 @@ def test_families_without_rope_get_the_naive_form_and_mean_or_first_merges():
 def test_encoder_reports_give_cosine_points_and_readings():
     report = json.loads((RESULTS / "variants-minilm-cpu.json").read_text())
     points = frontier_points(report)
-    assert points[0] == {"label": "original", "values": 768.0, "embedding_cosine": 1.0}
+    assert points[0] == {"label": "original", "values": 768.0, "embedding_cosine": 1.0, "low": 1.0, "high": 1.0}
+    assert all(p["low"] <= p["embedding_cosine"] <= p["high"] for p in points)
     figure = encoder_frontier_figure(points, {"label": "mla naive r=96 data", "values": 96, "embedding_cosine": 0.9})
     assert figure.data[-1].name == "your choice" and figure.layout.yaxis.title.text.startswith("embedding cosine")
     assert "perplexity" in frontier_points(json.loads((RESULTS / "variants-cpu.json").read_text()))[0]
