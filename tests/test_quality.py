@@ -1,10 +1,23 @@
 """Quality measures on the real news prose: calibration and evaluation apart, deterministic, sane on SmolLM2."""
 
+import numpy as np
 import pytest
 import torch
 
 from explorer.prose import documents, prose, token_chunks
-from explorer.quality import compare, evaluation_ids, perplexity, reference
+from explorer.quality import (
+    CANT_TELL,
+    below,
+    better,
+    blocks,
+    bootstrap,
+    compare,
+    evaluation_ids,
+    perplexity,
+    ratio,
+    ratio_interval,
+    reference,
+)
 from explorer.variants import VariantSpec, convert
 
 
@@ -62,3 +75,64 @@ def test_encoder_documents_keep_special_tokens_and_their_cap(minilm):
     rows = document_ids(minilm.tokenizer, "evaluation", count=5, max_tokens=64)
     assert len(rows) == 5 and all(row.shape[0] == 1 and row.shape[1] <= 64 for row in rows)
     assert all(row[0, 0] == minilm.tokenizer.cls_token_id and row[0, -1] == minilm.tokenizer.sep_token_id for row in rows)
+
+
+def test_the_bootstrap_interval_matches_the_normal_one_and_is_the_same_every_run():
+    values = np.random.default_rng(1).normal(3.0, 1.0, size=400)  # (C,) one number per chunk
+    low, high = bootstrap(values)
+    half_width = 1.96 * values.std() / np.sqrt(len(values))  # what the central limit theorem says
+    assert low < values.mean() < high
+    assert (high - low) / 2 == pytest.approx(half_width, rel=0.15)
+    assert bootstrap(values) == (low, high)  # seeded
+    assert bootstrap(np.full(10, 2.5)) == (2.5, 2.5)
+    with pytest.raises(ValueError, match="at least two chunks"):
+        bootstrap([1.0])
+
+
+def test_weights_count_tokens_and_a_statistic_reads_several_columns():
+    # two kinds of chunk: 3 tokens at 1.0 and 1 token at 5.0: the token-weighted mean is 2.0, not 3.0
+    values, weights = np.array([1.0, 5.0] * 50), np.array([3, 1] * 50)
+    low, high = bootstrap(values, weights)
+    assert low < 2.0 < high and high < 3.0
+    pairs = np.stack([values * 2, values], 1)  # (C, 2): the ratio of column means is exactly 2 in every resample
+    assert bootstrap(pairs, weights, statistic=lambda m: m[:, 0] / m[:, 1]) == pytest.approx((2.0, 2.0))
+
+
+def test_a_paired_ratio_cancels_what_both_models_share():
+    rng = np.random.default_rng(0)
+    difficulty = rng.normal(3.0, 1.0, size=(8, 256))  # (N, P) per-token loss that both models feel
+    a = blocks({"nll": torch.tensor(difficulty + 0.1 + rng.normal(0, 0.05, size=(8, 256)))})
+    b = blocks({"nll": torch.tensor(difficulty)})
+    assert len(a["tokens"]) == 32 and set(a["tokens"]) == {64}
+    low, high = ratio_interval(a, b)
+    assert low < ratio(a, b) < high and low < np.exp(0.1) < high
+    unpaired = np.exp(bootstrap(a["nll"], a["tokens"]))  # a's perplexity alone: its hard passages spread it
+    assert (high - low) < (unpaired[1] - unpaired[0]) / np.exp(3.1) / 10  # relative width: paired is far narrower
+    with pytest.raises(ValueError, match="same evaluation blocks"):
+        ratio_interval(a, blocks({"nll": torch.tensor(difficulty[:4])}))
+
+
+def test_a_verdict_comes_from_the_interval_not_the_point():
+    assert below((1.01, 1.04), 1.05) == "yes"
+    assert below((1.06, 1.20), 1.05) == "no"
+    assert below((1.00, 1.10), 1.05) == CANT_TELL == "can't tell at this size"
+    assert better((0.2, 0.9), 1.0) == "yes" and better((0.9, 1.1), 1.0) == CANT_TELL
+    assert better((1.0, 1.0), 1.0) == "no"  # two exact conversions: equal, so neither beats the other
+    assert better((0.01, 0.03), 0.0, lower_is_better=False) == "yes"  # a cosine difference: higher is better
+    assert better((-0.03, -0.01), 0.0, lower_is_better=False) == "no"
+
+
+def test_every_figure_of_a_real_comparison_carries_its_interval(smollm2):
+    ref = reference(smollm2.model, evaluation_ids(smollm2.tokenizer, chunks=2, chunk_tokens=128))
+    assert ref.perplexity_ci[0] < ref.perplexity < ref.perplexity_ci[1]
+    assert ref.blocks["tokens"] == [64, 63, 64, 63]
+    same = compare(smollm2.model, ref)
+    assert same.perplexity_ratio == 1.0 and same.perplexity_ratio_ci == (1.0, 1.0)  # paired: identical logits
+    assert same.perplexity_ci == pytest.approx(ref.perplexity_ci)
+    mqa = compare(convert(smollm2, VariantSpec("mqa", merge="mean")).loaded.model, ref)
+    for point, (low, high) in ((mqa.perplexity, mqa.perplexity_ci), (mqa.kl, mqa.kl_ci),
+                               (mqa.top1_agreement, mqa.top1_agreement_ci),
+                               (mqa.perplexity_ratio, mqa.perplexity_ratio_ci)):
+        assert low <= point <= high and low < high
+    assert mqa.perplexity_ratio == pytest.approx(mqa.perplexity / ref.perplexity)
+    assert 1 < mqa.perplexity_ratio_ci[0]  # training-free MQA is worse than the original, and the interval says so

@@ -1,7 +1,10 @@
 """Uptraining: a short fine-tune of a converted model, its control, its cache, and its data kept apart."""
 
+import contextlib
+import io
 import json
 
+import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -12,7 +15,8 @@ from explorer.__main__ import main
 from explorer.catalogue import ModelEntry
 from explorer.loading import LoadedModel
 from explorer.prose import prose
-from explorer.quality import Quality, evaluation_ids
+from explorer.lab import RESULTS
+from explorer.quality import EVAL_TOKENS, Quality, below, blocks, evaluation_ids
 from explorer.settings import SettingsError, read_settings
 from explorer.uptrain import CONTROL, UptrainSettings, training_batches, trainable_parameters, uptrain
 from explorer.variants import VariantSpec
@@ -132,17 +136,28 @@ def test_an_encoder_is_refused_with_a_sentence(minilm, tmp_path):
         uptrain(minilm, VariantSpec("mqa"), TINY, root=tmp_path)
 
 
-def test_the_reading_judges_against_the_control():
-    def measured(perplexity):
-        return Quality(perplexity, 0.1, 0.5, 1.0, 100, 0.1)
+def test_the_reading_judges_against_the_control_from_the_paired_interval():
+    difficulty = np.random.default_rng(0).normal(0.0, 1.0, size=(32, 256))  # (N, P) what every model finds hard
+
+    def measured(perplexity, noise=0.05, seed=1):
+        # per-token losses around log(perplexity), sharing the passages' difficulty as real models do
+        per_token = np.log(perplexity) + difficulty + np.random.default_rng(seed).normal(0, noise, size=(32, 256))
+        stats = blocks({"nll": torch.tensor(per_token)})
+        return Quality(perplexity, 0.1, 0.5, 1.0, 100, 0.1, (0.9 * perplexity, 1.1 * perplexity), (0.05, 0.15),
+                       (0.4, 0.6), float("nan"), (float("nan"),) * 2, stats)
 
     settings = UptrainSettings(tokens=8192)
-    recovered = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(44), measured(40))
+    recovered = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(44), measured(40, seed=2))
     assert "recovered" in recovered and "not recovered" not in recovered and "9,000.0" in recovered
-    behind = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(60), measured(40))
-    assert "1.50x the control" in behind and "not recovered" in behind
-    rows = uptraining.quality_rows(42.0, measured(9000), measured(60), measured(40))
-    assert [r["perplexity"] for r in rows] == [42.0, 9000, 60, 40]
+    behind = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(60), measured(40, seed=2))
+    assert "x the control" in behind and "not recovered" in behind
+    # on the line: 1.2x the control, with an interval either side of it
+    unsure = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(48, noise=1.0),
+                                measured(40, seed=2))
+    assert "can't tell at this size" in unsure and "not recovered" not in unsure
+    rows = uptraining.quality_rows(measured(42), measured(9000), measured(60), measured(40))
+    assert [r["perplexity"] for r in rows] == [42, 9000, 60, 40]
+    assert rows[2]["perplexity_ci_low"] == 54 and rows[2]["perplexity_ci_high"] == pytest.approx(66)
 
 
 def test_hosted_mode_caps_the_training_budget():
@@ -153,21 +168,47 @@ def test_hosted_mode_caps_the_training_budget():
         read_settings({"ATTENTION_EXPLORER_MAX_UPTRAIN_TOKENS": "lots"})
 
 
-def test_the_command_line_reports_before_after_and_control(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(uptraining, "cache_dir", lambda: tmp_path)
-    output = tmp_path / "report.json"
-    code = main(["uptrain", "--model", "smollm2", "--variant", "mqa", "--tokens", "256", "--eval-tokens", "256",
-                 "--json", "--output", str(output)])
-    assert code == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report == json.loads(output.read_text())
+@pytest.fixture(scope="module")
+def command_line_report(tmp_path_factory):
+    """`python -m explorer uptrain` on a tiny budget: the report it prints and writes, and where it saved runs."""
+    folder = tmp_path_factory.mktemp("uptrain-cli")
+    output = folder / "report.json"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(uptraining, "cache_dir", lambda: folder)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = main(["uptrain", "--model", "smollm2", "--variant", "mqa", "--tokens", "256", "--eval-tokens",
+                         "256", "--json", "--output", str(output)])
+    return code, json.loads(printed.getvalue()), json.loads(output.read_text()), folder
+
+
+def test_the_command_line_reports_before_after_and_control(command_line_report):
+    code, report, written, folder = command_line_report
+    assert code == 0 and report == written
     assert report["variant"] == "mqa kv=1 mean" and report["eval_tokens"] == 256
     assert report["variant_record"]["tokens_seen"] == 256 and len(report["variant_record"]["losses"]) == 1
     assert report["before"]["perplexity"] > 10 * report["original"]["perplexity"]  # training-free MQA collapses
     assert report["control_after"]["perplexity"] < 2 * report["original"]["perplexity"]
     assert report["after_vs_control"] == pytest.approx(
         report["variant_after"]["perplexity"] / report["control_after"]["perplexity"])
-    assert (tmp_path / "uptrained").is_dir()
+    low, high = report["after_vs_control_ci"]
+    assert low < report["after_vs_control"] < high and report["recovered"] in ("yes", "no", "can't tell at this size")
+    assert report["original"]["perplexity_ci"][0] < report["original"]["perplexity"] < report["original"]["perplexity_ci"][1]
+    assert "dequantised from a 4-bit GGUF (Q4_1)" in report["weights"]
+    assert (folder / "uptrained").is_dir()
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("uptrain-*.json")), ids=lambda path: path.name)
+def test_every_committed_uptraining_result_has_the_fields_its_writer_produces_today(command_line_report, path):
+    report = command_line_report[1]
+    committed = json.loads(path.read_text())
+    assert set(report) <= set(committed), f"{path.name} lacks {sorted(set(report) - set(committed))}; run it again"
+    for run in ("original", "before", "variant_after", "control_after"):
+        assert set(report[run]) <= set(committed[run]), f"{path.name}: {run} lacks fields; run it again"
+    assert committed["eval_tokens"] >= EVAL_TOKENS
+    low, high = committed["after_vs_control_ci"]
+    assert low <= committed["after_vs_control"] <= high
+    assert committed["recovered"] == below((low, high), uptraining.RECOVERED_WITHIN)  # read from the interval
 
 
 def test_the_lab_uptrains_beside_the_control(monkeypatch, tmp_path):

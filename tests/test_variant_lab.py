@@ -60,10 +60,16 @@ def test_impossible_settings_fall_back_with_a_sentence():
     assert spec.latent_rank == 128 and spec.rope_dims == 32 and "even rope_dims" in notices[0]
 
 
-def test_verdicts_name_what_happened():
-    assert "collapsed" in verdict(VariantSpec("mqa"), 20_000.0, 42.0)
-    assert "Within 5%" in verdict(VariantSpec("mla", latent_rank=384), 42.5, 42.0)
-    assert "needs training" in verdict(VariantSpec("mla", form="decoupled"), 400.0, 42.0)
+def test_verdicts_name_what_happened_and_come_from_the_interval():
+    assert "collapsed" in verdict(VariantSpec("mqa"), 20_000.0, 42.0, (400.0, 560.0))
+    mla = VariantSpec("mla", latent_rank=384)
+    assert "Within 5%" in verdict(mla, 42.5, 42.0, (1.004, 1.02)) and holds_up((1.004, 1.02))
+    # the same point estimate, a wider interval: no claim either way
+    unsure = verdict(mla, 42.5, 42.0, (0.97, 1.08))
+    assert "Can't tell at this size" in unsure and "straddles 1.05" in unsure and not holds_up((0.97, 1.08))
+    assert verdict(mla, 46.0, 42.0, (1.07, 1.12)) is None and not holds_up((1.07, 1.12))
+    assert "needs training" in verdict(VariantSpec("mla", form="decoupled"), 400.0, 42.0, (8.0, 11.0))
+    assert "collapsed" not in (verdict(VariantSpec("mqa"), 600.0, 42.0, (9.0, 20.0)) or "")  # 10x not certain
 
 
 def test_group_similarity_of_identical_heads_is_one():
@@ -84,8 +90,23 @@ def test_frontier_highlights_the_current_choice():
     assert 10 ** figure.layout.yaxis.range[1] == pytest.approx(4 * 42.0)  # the axis stops at 4x the original
     assert "x1 (42.0)" in figure.layout.yaxis.ticktext and "x2" in figure.layout.yaxis.ticktext
     assert [round(a.y, 3) for a in figure.layout.annotations] == [1.623, 1.644]  # log10 on the log axis, not 42.0
+    assert figure.data[0].error_y.array is None  # points without intervals draw no bars
     with pytest.raises(ValueError, match="positive"):
         frontier_figure([{"label": "x", "values": 0, "perplexity": 1.0}], 42.0)
+
+
+def test_frontier_draws_each_interval_as_an_error_bar():
+    points = [{"label": "mqa kv=1 mean", "values": 128, "perplexity": 20000.0, "low": 18000.0, "high": 23000.0},
+              {"label": "mla naive r=256 data", "values": 256, "perplexity": 44.0, "low": 43.0, "high": 45.5}]
+    current = {"label": "mla naive r=192 data", "values": 192, "perplexity": 51.0, "low": 40.0, "high": 66.0}
+    figure = frontier_figure(points, 42.0, current)
+    bars = {trace.name: trace.error_y for trace in figure.data}
+    assert list(bars["gqa / mqa"].array) == [3000.0] and list(bars["gqa / mqa"].arrayminus) == [2000.0]
+    assert list(bars["mla (naive)"].array) == [1.5] and list(bars["your choice"].arrayminus) == [11.0]
+    with pytest.raises(ValueError, match="inside its interval"):
+        frontier_figure([{**points[1], "low": 45.0}], 42.0)
+    with pytest.raises(ValueError, match="both bounds"):
+        frontier_figure([{"label": "x", "values": 8, "perplexity": 50.0, "low": 40.0}], 42.0)
 
 
 MINILM = AttentionShape(num_layers=6, heads=12, kv_heads=12, head_dim=32, model_name="all-MiniLM-L6-v2")
@@ -130,13 +151,16 @@ def test_families_without_rope_get_the_naive_form_and_mean_or_first_merges():
 def test_encoder_reports_give_cosine_points_and_readings():
     report = json.loads((RESULTS / "variants-minilm-cpu.json").read_text())
     points = frontier_points(report)
-    assert points[0] == {"label": "original", "values": 768.0, "embedding_cosine": 1.0}
+    assert points[0] == {"label": "original", "values": 768.0, "embedding_cosine": 1.0, "low": 1.0, "high": 1.0}
+    assert all(p["low"] <= p["embedding_cosine"] <= p["high"] for p in points)
     figure = encoder_frontier_figure(points, {"label": "mla naive r=96 data", "values": 96, "embedding_cosine": 0.9})
     assert figure.data[-1].name == "your choice" and figure.layout.yaxis.title.text.startswith("embedding cosine")
     assert "perplexity" in frontier_points(json.loads((RESULTS / "variants-cpu.json").read_text()))[0]
-    assert "works like the original" in verdict(VariantSpec("mla", latent_rank=384), 0.999, 1.0, "encoder")
-    assert "never seen" in verdict(VariantSpec("mqa"), 0.38, 1.0, "encoder")
-    assert holds_up(0.995, 1.0, "encoder") and not holds_up(0.9, 1.0, "encoder")
+    assert "works like the original" in verdict(VariantSpec("mla", latent_rank=384), 0.999, 1.0, (0.998, 0.9995),
+                                                "encoder")
+    assert "never seen" in verdict(VariantSpec("mqa"), 0.38, 1.0, (0.3, 0.45), "encoder")
+    assert "Can't tell" in verdict(VariantSpec("mla", latent_rank=96), 0.991, 1.0, (0.985, 0.995), "encoder")
+    assert holds_up((0.991, 0.998), "encoder") and not holds_up((0.985, 0.995), "encoder")
     with pytest.raises(ValueError, match="cosine"):
         encoder_frontier_figure([{"label": "x", "values": 64, "embedding_cosine": 1.5}])
 
@@ -148,3 +172,22 @@ def test_gemma3_offers_mean_or_first_merges_and_keeps_uptraining():
     assert any("normalises each key head" in w.value and "Showing mean-pooling" in w.value for w in app.warning)
     assert {m.label: m.value for m in app.metric}["KV values / token / layer"] == "512"  # MQA already: unchanged
     assert any(c.value.startswith("Runs of 32 steps") for c in app.caption)  # the uptrain estimate, for Gemma-3
+
+
+def test_committed_comparisons_read_in_plain_words_and_the_frontier_keeps_its_own_yardstick():
+    from explorer.lab import comparison_sentence, frontier_caption, frontier_original
+
+    comparison = {"claim": "MLA beats MQA/GQA at equal cache", "a": "mla naive r=128 data", "b": "mqa kv=1 aligned",
+                  "measure": "perplexity of a / perplexity of b (paired over the same blocks)", "value": 0.343,
+                  "ci": [0.325, 0.363], "verdict": "yes"}
+    assert comparison_sentence(comparison).startswith("MLA beats MQA/GQA at equal cache? Yes: mla naive r=128 data")
+    assert "Can't tell at this size" in comparison_sentence({**comparison, "ci": [0.9, 1.1], "verdict": "can't tell "
+                                                                                                      "at this size"})
+    report = {"eval_tokens": 8192, "variants": [{"label": "original", "perplexity": 30.2}]}
+    assert frontier_original(report, 42.6) == 30.2 and frontier_original(None, 42.6) == 42.6
+
+    class Measured:
+        tokens = 510
+
+    caption = frontier_caption(report, Measured(), "decoder", 42.6)
+    assert "8,192 held-out tokens" in caption and "510 tokens" in caption and "scores 42.6" in caption

@@ -37,14 +37,17 @@ original_values = shape.kv_values_per_layer
 cache, *quality_columns, seconds = st.columns(5)
 cache.metric("KV values / token / layer", f"{values:.0f}", f"{values / original_values - 1:+.0%} vs original",
              delta_color="inverse")
-for column, (label, value, change) in zip(quality_columns, lab.quality_metrics(quality, ref, original.kind)):
+for column, (label, value, change, interval) in zip(quality_columns, lab.quality_metrics(quality, ref, original.kind)):
     column.metric(label, value, change, delta_color="inverse")
+    column.caption(interval)
 seconds.metric("Conversion", f"{conversion.seconds:.1f} s")
+st.caption(lab.quality_note(original.entry, quality, original.kind))
 measured_values, _ = ui.measured_kv(MODEL, spec, state.text)
 st.caption(lab.measured_sentence(measured_values, values, encoder))
 score, original_score = lab.score(quality, original.kind), (1.0 if encoder else ref.perplexity)
-if (reading := lab.verdict(spec, score, original_score, original.kind)) is not None:
-    (st.success if lab.holds_up(score, original_score, original.kind) else st.warning)(reading)
+interval = lab.score_interval(quality, original.kind)
+if (reading := lab.verdict(spec, score, original_score, interval, original.kind)) is not None:
+    (st.success if lab.holds_up(interval, original.kind) else st.warning)(reading)
 
 st.subheader("The same head, before and after")
 run = ui.get_run(MODEL, state.text)
@@ -99,19 +102,21 @@ if spec.variant == "mla":
 st.subheader("The frontier: quality against cache size")
 report = lab.committed_report(MODEL)
 points = lab.frontier_points(report) if report else []
+current = lab.current_point(spec.label(), values, quality, original.kind)
 if encoder:
-    current = {"label": spec.label(), "values": values, "embedding_cosine": quality.embedding_cosine}
-    ui.chart(encoder_frontier_figure(points, current), key="frontier", numbers=export.Table(points, {"current": current}))
-    st.caption("Each marker is a variant converted and measured by `python -m explorer variants` on held-out news "
-               "documents (committed results); the star is your choice, measured now on eight of them.")
+    ui.chart(encoder_frontier_figure(points, current), key="frontier",
+             numbers=export.Table(points, {"current": current, "eval_tokens": report and report["eval_tokens"]}))
 else:
-    current = {"label": spec.label(), "values": values, "perplexity": quality.perplexity}
-    ui.chart(frontier_figure(points, ref.perplexity, current), key="frontier",
-             numbers=export.Table(points, {"current": current, "reference_perplexity": ref.perplexity}))
-    st.caption("Each marker is a variant converted and measured by `python -m explorer variants` on the same 512 "
-               "held-out tokens (committed results); the star is your choice, measured now.")
+    yardstick = lab.frontier_original(report, ref.perplexity)
+    ui.chart(frontier_figure(points, yardstick, current), key="frontier",
+             numbers=export.Table(points, {"current": current, "reference_perplexity": yardstick,
+                                           "eval_tokens": report and report["eval_tokens"]}))
+st.caption(lab.frontier_caption(report, quality, original.kind, None if encoder else ref.perplexity))
 if not points:
     st.caption(f"No committed measurements of {original.entry.label} yet: `python -m explorer variants` makes them.")
+if comparisons := (report or {}).get("comparisons"):
+    st.markdown("**Paired comparisons** of the committed measurements, each decided from its 95% interval:\n"
+                + "\n".join(f"- {lab.comparison_sentence(comparison)}" for comparison in comparisons))
 
 st.subheader("Uptrain this variant")
 if encoder:
@@ -126,12 +131,19 @@ if pair is not None:
     trained, control = pair
     after = ui.uptrained_quality(MODEL, spec, training)
     control_after = ui.uptrained_quality(MODEL, uptrain.CONTROL, training)
-    rows = uptrain.quality_rows(ref.perplexity, quality, after, control_after)
+    rows = uptrain.quality_rows(lab.identity(ref), quality, after, control_after)
     st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
         "model": "Model",
         "perplexity": st.column_config.NumberColumn("Perplexity", format="%.1f"),
+        "perplexity_ci_low": st.column_config.NumberColumn("95% low", format="%.1f"),
+        "perplexity_ci_high": st.column_config.NumberColumn("95% high", format="%.1f"),
         "kl_nats": st.column_config.NumberColumn("KL from original (nats)", format="%.3f"),
+        "kl_ci_low": st.column_config.NumberColumn("95% low", format="%.3f"),
+        "kl_ci_high": st.column_config.NumberColumn("95% high", format="%.3f"),
         "top1_agreement": st.column_config.NumberColumn("Top-1 agreement", format="percent"),
+        "top1_agreement_ci_low": st.column_config.NumberColumn("95% low", format="percent"),
+        "top1_agreement_ci_high": st.column_config.NumberColumn("95% high", format="percent"),
+        "eval_tokens": st.column_config.NumberColumn("Held-out tokens"),
     })
     ui.downloads("uptraining", {"csv": export.table_csv(rows), "json": export.table_json(rows)})
     st.markdown(uptrain.reading(spec, training, quality, after, control_after))

@@ -29,15 +29,18 @@ def family(label: str) -> str:
 def frontier_figure(
     points: Sequence[dict], original_perplexity: float, current: dict | None = None, height: int = 460
 ) -> go.Figure:
-    """Perplexity (log) against KV values cached per token and layer, one marker per measured variant.
+    """Perplexity (log) against KV values cached per token and layer, one marker per measured variant, with its
+    95% interval as an error bar.
 
-    Each point is {"label", "values", "perplexity"}; `current` (same keys) is drawn as a star on top.
+    Each point is {"label", "values", "perplexity"} and, for the error bar, "low" and "high" (the interval's
+    bounds); `current` (same keys) is drawn as a star on top.
     """
     if original_perplexity <= 0:
         raise ValueError("The original perplexity must be positive.")
     for point in [*points, *([current] if current else [])]:
         if point["values"] <= 0 or not point["perplexity"] > 0:
             raise ValueError(f"The point '{point['label']}' needs positive cache values and perplexity.")
+        _check_interval(point, "perplexity")
     figure = go.Figure()
     for name, colour in FAMILY_COLOURS.items():
         members = [p for p in points if family(p["label"]) == name]
@@ -50,8 +53,10 @@ def frontier_figure(
                 mode="markers",
                 name=name,
                 marker=dict(color=colour, size=10, opacity=0.8),
-                customdata=[p["label"] for p in members],
-                hovertemplate="%{customdata}<br>%{x} values/token/layer<br>perplexity %{y:,.1f}<extra></extra>",
+                error_y=_error_bars(members, "perplexity", colour),
+                customdata=[[p["label"], *_bounds(p)] for p in members],
+                hovertemplate="%{customdata[0]}<br>%{x} values/token/layer<br>perplexity %{y:,.1f}"
+                              "<br>95%: %{customdata[1]:,.1f}–%{customdata[2]:,.1f}<extra></extra>",
             )
         )
     if current:
@@ -60,7 +65,10 @@ def frontier_figure(
                 x=[current["values"]], y=[current["perplexity"]], mode="markers+text", name="your choice",
                 text=[current["label"]], textposition="top center",
                 marker=dict(symbol="star", size=20, color="#f59e0b", line=dict(color="#111827", width=1)),
-                hovertemplate=f"{current['label']}<br>%{{x}} values/token/layer<br>perplexity %{{y:,.1f}}<extra></extra>",
+                error_y=_error_bars([current], "perplexity", "#f59e0b"),
+                hovertemplate=f"{current['label']}<br>%{{x}} values/token/layer<br>perplexity %{{y:,.1f}}"
+                              + ("<br>95%: {:,.1f}–{:,.1f}".format(*_bounds(current)) if "low" in current else "")
+                              + "<extra></extra>",
             )
         )
     # Lines with their labels as separate annotations: on a log axis an annotation's y is log10 of the value,
@@ -110,14 +118,39 @@ def relative_axis(figure: go.Figure, original_perplexity: float, ceiling: float 
     return figure
 
 
+def _check_interval(point: dict, score: str) -> None:
+    if ("low" in point) != ("high" in point):
+        raise ValueError(f"The point '{point['label']}' needs both bounds of its interval, low and high.")
+    slack = 1e-9 * abs(point[score])  # the bounds come from resampled means: allow rounding, nothing more
+    if "low" in point and not point["low"] - slack <= point[score] <= point["high"] + slack:
+        raise ValueError(f"The point '{point['label']}': its {score} must lie inside its interval (low to high).")
+
+
+def _bounds(point: dict) -> tuple[float, float]:
+    return point.get("low", float("nan")), point.get("high", float("nan"))
+
+
+def _error_bars(points: Sequence[dict], score: str, colour: str) -> dict | None:
+    """Asymmetric error bars from each point's interval (none when no point carries one)."""
+    if not any("low" in p for p in points):
+        return None
+    return dict(
+        type="data", symmetric=False, color=colour, thickness=1.5, width=4,
+        array=[p["high"] - p[score] if "high" in p else 0 for p in points],
+        arrayminus=[p[score] - p["low"] if "low" in p else 0 for p in points],
+    )
+
+
 def encoder_frontier_figure(points: Sequence[dict], current: dict | None = None, height: int = 460) -> go.Figure:
     """Embedding cosine with the original (higher is better) against K/V values per token and layer, one marker
-    per measured encoder variant. Each point is {"label", "values", "embedding_cosine"}; `current` (same keys)
-    is drawn as a star on top. An encoder keeps no cache: the values are what a cache would hold."""
+    per measured encoder variant with its 95% interval as an error bar. Each point is {"label", "values",
+    "embedding_cosine"} and optionally "low" and "high"; `current` (same keys) is drawn as a star on top. An
+    encoder keeps no cache: the values are what a cache would hold."""
     everything = [*points, *([current] if current else [])]
     for point in everything:
         if point["values"] <= 0 or not -1 <= point["embedding_cosine"] <= 1:
             raise ValueError(f"The point '{point['label']}' needs positive values and a cosine from -1 to 1.")
+        _check_interval(point, "embedding_cosine")
     figure = go.Figure()
     hover = "<br>%{x} values/token/layer<br>embedding cosine %{y:.4f}<extra></extra>"
     for name, colour in FAMILY_COLOURS.items():
@@ -125,21 +158,22 @@ def encoder_frontier_figure(points: Sequence[dict], current: dict | None = None,
         if members:
             figure.add_trace(go.Scatter(
                 x=[p["values"] for p in members], y=[p["embedding_cosine"] for p in members], mode="markers",
-                name=name, marker=dict(color=colour, size=10, opacity=0.8), customdata=[p["label"] for p in members],
-                hovertemplate="%{customdata}" + hover,
+                name=name, marker=dict(color=colour, size=10, opacity=0.8),
+                error_y=_error_bars(members, "embedding_cosine", colour),
+                customdata=[p["label"] for p in members], hovertemplate="%{customdata}" + hover,
             ))
     if current:
         figure.add_trace(go.Scatter(
             x=[current["values"]], y=[current["embedding_cosine"]], mode="markers+text", name="your choice",
             text=[current["label"]], textposition="bottom center",
             marker=dict(symbol="star", size=20, color="#f59e0b", line=dict(color="#111827", width=1)),
-            hovertemplate=current["label"] + hover,
+            error_y=_error_bars([current], "embedding_cosine", "#f59e0b"), hovertemplate=current["label"] + hover,
         ))
     figure.add_hline(y=1.0, line=dict(color="#111827", dash="dot"), annotation_text="original 1.0",
                      annotation_position="top left")
     figure.add_hline(y=0.99, line=dict(color="#16a34a", dash="dash", width=1), annotation_text="0.99",
                      annotation_position="bottom left")
-    lowest = min([0.0, *(p["embedding_cosine"] for p in everything)])
+    lowest = min([0.0, *(p.get("low", p["embedding_cosine"]) for p in everything)])
     figure.update_layout(
         title="Quality against K/V size (upper left is better)", height=height,
         margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2),

@@ -19,8 +19,10 @@ from explorer.quality import (
     compare,
     compare_encoder,
     encoder_evaluation_ids,
+    encoder_identity,
     encoder_reference,
     evaluation_ids,
+    identity,
     reference,
 )
 from explorer.run import (
@@ -115,10 +117,7 @@ def variant_quality(key: str, spec: VariantSpec) -> tuple[Quality | EncoderQuali
         if spec.variant != "original":
             return _cached_quality(key, spec), ref
         # the yardstick itself: identical outputs by definition
-        if isinstance(ref, EncoderReference):
-            tokens = sum(int(ids.numel()) for ids in ref.inputs)
-            return EncoderQuality(1.0, 1.0, 1.0, 0.0, 0.0, len(ref.inputs), tokens, ref.seconds), ref
-        return Quality(ref.perplexity, 0.0, 1.0, 0.0, int(ref.input_ids[:, 1:].numel()), ref.seconds), ref
+        return (encoder_identity(ref) if isinstance(ref, EncoderReference) else identity(ref)), ref
 
 
 def variant_run(key: str, spec: VariantSpec, text: str) -> AttentionRun:

@@ -13,12 +13,24 @@ import dataclasses
 import torch
 
 from explorer.quality import (
+    BLOCK_TOKENS,
     ENCODER_MAX_TOKENS,
+    EVAL_TOKENS,
+    LEVEL,
+    RESAMPLES,
+    below,
+    better,
+    bootstrap,
     compare,
     compare_encoder,
     document_ids,
+    encoder_identity,
     encoder_reference,
     evaluation_ids,
+    identity,
+    precision_note,
+    ratio,
+    ratio_interval,
     reference,
 )
 from explorer.kv import computed_kv, measured_cache
@@ -34,13 +46,16 @@ from explorer.variants.spec import (
     cache_values_per_token,
 )
 
+# The headline rows first (the original, every MQA merge, MLA at 256/192/128 values, the exact MHA), so a run
+# cut short on a busy machine still holds them (`--output` is rewritten after every row).
 REPORT_SPECS: tuple[VariantSpec, ...] = (
     VariantSpec("original"),
-    VariantSpec("mha"),
     VariantSpec("mqa", merge="mean"),
     VariantSpec("mqa", merge="first"),
     VariantSpec("mqa", merge="aligned"),
-    *(VariantSpec("mla", latent_rank=rank, svd="data") for rank in (384, 256, 192, 128, 64)),
+    *(VariantSpec("mla", latent_rank=rank, svd="data") for rank in (256, 192, 128)),
+    VariantSpec("mha"),
+    *(VariantSpec("mla", latent_rank=rank, svd="data") for rank in (384, 64)),
     VariantSpec("mla", latent_rank=128, svd="data", balance_kv=False),
     *(VariantSpec("mla", latent_rank=rank, svd="data", weighting="query-output") for rank in (256, 192, 128)),
     *(VariantSpec("mla", latent_rank=rank, svd="plain") for rank in (384, 256, 128)),
@@ -116,9 +131,10 @@ def absorbed_vs_naive(model, input_ids: torch.Tensor) -> float:
 
 
 def variant_report(
-    loaded, specs=None, eval_tokens: int = 1024, chunk_tokens: int = 256, progress=None
+    loaded, specs=None, eval_tokens: int = EVAL_TOKENS, chunk_tokens: int = 256, progress=None, rows=None
 ) -> dict:
-    """Convert, measure and evaluate each spec; returns a JSON-ready dict. `progress(label)` hears each row.
+    """Convert, measure and evaluate each spec; returns a JSON-ready dict. `progress(label)` hears each row, and
+    `rows`, when given, is the list the rows are appended to as they are measured (so a long run can save them).
 
     `specs` defaults to `report_specs` for the model. Encoders are evaluated on whole documents of the
     evaluation prose (about `eval_tokens` tokens, at least four documents), decoders on chunks of it.
@@ -140,7 +156,7 @@ def variant_report(
         eval_count = int(input_ids.numel())
     calibration = calibrate(loaded, max(spec.calibration_tokens for spec in specs))
     bytes_per_value = torch.finfo(loaded.dtype).bits // 8
-    rows = []
+    rows = [] if rows is None else rows
     for spec in specs:
         conversion = convert(loaded, spec, calibration)
         model = conversion.loaded.model
@@ -168,7 +184,9 @@ def variant_report(
         rows.append(row)
         if progress is not None:
             score = f"cosine {row['embedding_cosine']:.4f}" if encoder else f"perplexity {row['perplexity']:.1f}"
-            progress(f"{row['label']}: {score}, {row['conversion_seconds']:.1f} s to convert")
+            interval = row["embedding_cosine_ci"] if encoder else row["perplexity_ci"]
+            progress(f"{row['label']}: {score} [{interval[0]:.4g}, {interval[1]:.4g}], "
+                     f"{row['conversion_seconds']:.1f} s to convert")
         del conversion, model
     report = {
         "model": loaded.entry.key,
@@ -178,12 +196,15 @@ def variant_report(
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "eval_tokens": eval_count,
         "eval_prose": "second half of gensim lee_background.cor",
+        "intervals": _intervals_note(encoder),
+        "weights": precision_note(loaded.entry),
         "calibration_tokens": calibration.tokens,
         "calibration_prose": "first half of gensim lee_background.cor",
         "calibration_seconds": calibration.seconds,
         "reference_seconds": ref.seconds,
         "shape": dataclasses.asdict(shape),
         "variants": rows,
+        "comparisons": comparisons(rows, encoder),
     }
     if encoder:
         report["eval_texts"] = len(inputs)
@@ -197,22 +218,96 @@ def variant_report(
 
 
 def _decoder_quality(model, ref, spec: VariantSpec) -> dict:
-    """Perplexity, KL, top-1 agreement and largest logit difference against the original."""
-    if spec.variant == "original":
-        return {"perplexity": ref.perplexity, "kl": 0.0, "top1_agreement": 1.0, "max_logit_diff": 0.0,
-                "eval_seconds": ref.seconds}
-    quality = compare(model, ref)
-    return {"perplexity": quality.perplexity, "kl": quality.kl, "top1_agreement": quality.top1_agreement,
-            "max_logit_diff": quality.max_logit_diff, "eval_seconds": quality.seconds}
+    """Perplexity, KL, top-1 agreement and the perplexity against the original's, each with its 95% interval
+    (paired for the ratio), the largest logit difference, the verdict "within 5%", and the per-block numbers
+    behind the intervals (so any two rows can be compared, paired, from the file alone)."""
+    quality = identity(ref) if spec.variant == "original" else compare(model, ref)
+    return {
+        "perplexity": quality.perplexity, "perplexity_ci": list(quality.perplexity_ci),
+        "kl": quality.kl, "kl_ci": list(quality.kl_ci),
+        "top1_agreement": quality.top1_agreement, "top1_agreement_ci": list(quality.top1_agreement_ci),
+        "perplexity_vs_original": quality.perplexity_ratio,
+        "perplexity_vs_original_ci": list(quality.perplexity_ratio_ci),
+        "within_5_percent": below(quality.perplexity_ratio_ci, WITHIN),
+        "max_logit_diff": quality.max_logit_diff, "eval_seconds": quality.seconds,
+        "blocks": quality.blocks,
+    }
 
 
 def _encoder_quality(model, ref, spec: VariantSpec) -> dict:
-    """The `EncoderQuality` fields against the original (the original compared with itself scores 1 and 0)."""
-    quality = compare_encoder(model, ref)
+    """The `EncoderQuality` fields against the original (the original compared with itself scores 1 and 0), with
+    the per-document cosines that paired comparisons resample."""
+    quality = encoder_identity(ref) if spec.variant == "original" else compare_encoder(model, ref)
     row = dataclasses.asdict(quality)
     row["eval_seconds"] = row.pop("seconds")
-    del row["texts"], row["tokens"]
+    row["embedding_cosine_ci"] = list(row["embedding_cosine_ci"])
+    row["hidden_relative_error_ci"] = list(row["hidden_relative_error_ci"])
+    row["documents"] = {"tokens": [int(ids.numel()) for ids in ref.inputs],
+                        "embedding_cosine": [round(c, 9) for c in quality.document_cosines]}
+    del row["texts"], row["tokens"], row["document_cosines"]
     return row
+
+
+WITHIN = 1.05  # "holds up": perplexity within 5% of the original's
+
+
+def comparisons(rows: list[dict], encoder: bool = False) -> list[dict]:
+    """Paired comparisons between rows measured on the same text: mean-pooling against keeping the first head,
+    the aligned merge against mean-pooling, MLA against MQA/GQA at the same cache, data-aware against plain SVD.
+
+    Each says which is better (`a` beats `b`) as yes, no or "can't tell at this size", from the interval of
+    the ratio of perplexities (decoders) or the difference of embedding cosines (encoders), never from the
+    point estimate alone.
+    """
+    by_label = {row["label"]: row for row in rows}
+    pairs = []
+    for row in rows:
+        spec = row["spec"]
+        if spec["variant"] in ("gqa", "mqa") and spec["merge"] in ("mean", "aligned"):
+            other = "first" if spec["merge"] == "mean" else "mean"
+            rival = _find(rows, variant=spec["variant"], kv_heads=spec["kv_heads"], merge=other)
+            if rival is not None:
+                claim = ("mean-pooling beats keeping the first head" if other == "first"
+                         else "the aligned merge beats mean-pooling")
+                pairs.append((claim, row, rival))
+        if spec["variant"] == "mla" and spec["form"] == "naive" and spec["svd"] == "data" \
+                and spec.get("weighting", "none") == "none" and spec.get("balance_kv", True):
+            values = row["kv_values_per_token_per_layer"]["measured"]
+            for rival in rows:
+                if rival["spec"]["variant"] in ("gqa", "mqa") and rival["spec"]["merge"] != "first" \
+                        and rival["kv_values_per_token_per_layer"]["measured"] == values:
+                    pairs.append(("MLA beats MQA/GQA at equal cache", row, rival))
+            plain = _find(rows, variant="mla", form="naive", svd="plain", latent_rank=spec["latent_rank"])
+            if plain is not None:
+                pairs.append(("the data-aware latent beats plain SVD at the same rank", row, plain))
+    return [_paired(claim, a, b, encoder) for claim, a, b in pairs if a["label"] in by_label]
+
+
+def _find(rows: list[dict], **fields) -> dict | None:
+    return next((row for row in rows if all(row["spec"].get(k) == v for k, v in fields.items())), None)
+
+
+def _paired(claim: str, a: dict, b: dict, encoder: bool) -> dict:
+    """One comparison: the paired interval and its verdict."""
+    if encoder:  # higher cosine is better: a beats b when cos(a) - cos(b) > 0
+        difference = [x - y for x, y in zip(a["documents"]["embedding_cosine"], b["documents"]["embedding_cosine"])]
+        value = sum(difference) / len(difference)
+        low, high = bootstrap(difference)
+        verdict = better((low, high), 0.0, lower_is_better=False)
+        measure = "mean embedding cosine of a minus that of b (paired over documents)"
+    else:  # lower perplexity is better: a beats b when ppl(a) / ppl(b) < 1
+        value = ratio(a["blocks"], b["blocks"])
+        low, high = ratio_interval(a["blocks"], b["blocks"])
+        verdict = better((low, high), 1.0)
+        measure = "perplexity of a / perplexity of b (paired over the same blocks)"
+    return {"claim": claim, "a": a["label"], "b": b["label"], "measure": measure, "value": value,
+            "ci": [low, high], "verdict": verdict}
+
+
+def _intervals_note(encoder: bool) -> str:
+    unit = "document" if encoder else f"block of {BLOCK_TOKENS} consecutive next-token predictions (within one sequence)"
+    return (f"{LEVEL:.0%} percentile-bootstrap intervals, {RESAMPLES} resamples (seed 0), one {unit} per draw; "
+            "ratios and differences between two rows are paired: both scored on the same text, resampled together")
 
 
 def _mean(values: list[int]) -> float:
