@@ -14,6 +14,11 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+# pandas at import time, not on first use: plotly imports it lazily from whichever session's thread builds the
+# first figure, and two sessions importing it at once get a half-initialised module ('pandas has no attribute
+# Series'). Imported here, it loads once, under the import of this module.
+import pandas as pd
+
 from explorer.summaries import block_edges, block_labels, pool
 
 
@@ -47,7 +52,6 @@ class LabelledArray:
         return values.astype(np.int8) if values.dtype == bool else values.astype(np.float64)
 
     def csv(self) -> str:
-        import pandas as pd  # here, not at the top: pandas takes ~1 s to import and only a download needs it
 
         names, labels = list(self.axes), list(self.axes.values())
         values = self._numbers()
@@ -151,7 +155,6 @@ def _plain(value):
 
 def attention_csv(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str] | None = None) -> str:
     """One head's weights (Tq, Tk) as CSV: a header of key tokens, one row per query token."""
-    import pandas as pd  # only when a file is made
 
     key_tokens = query_tokens if key_tokens is None else key_tokens
     if weights.shape != (len(query_tokens), len(key_tokens)):
@@ -178,7 +181,6 @@ def attention_json(weights: np.ndarray, tokens: Sequence[str], **about) -> str:
 
 def table_csv(rows: Sequence[dict]) -> str:
     """A table (one dict per row) as CSV."""
-    import pandas as pd  # only when a file is made
 
     return pd.DataFrame(list(rows)).to_csv(index=False)
 
