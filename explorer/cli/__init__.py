@@ -1,0 +1,1 @@
+"""The command line, one module per command: each `add`s its parser and runs it."""

@@ -1,0 +1,31 @@
+"""What every command shares: the JSON report writer, intervals as text, a variant's options."""
+
+from __future__ import annotations
+
+
+def write_report(report: dict, args) -> bool:
+    """Write the JSON report to `--output` when asked; print it and say so (True) with `--json`."""
+    import json
+    from pathlib import Path
+
+    text = json.dumps(report, indent=2)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
+    if args.json:
+        print(text)
+    return args.json
+
+
+def interval(bounds, spec: str) -> str:
+    return f"[{format(bounds[0], spec)}, {format(bounds[1], spec)}]"
+
+
+def variant_options(parser) -> None:
+    """The settings of a variant spec, as `uptrain` and `generate` take them (`--variant` is each command's own)."""
+    parser.add_argument("--kv-heads", type=int, help="gqa: KV heads after conversion")
+    parser.add_argument("--merge", default="mean", choices=["mean", "first", "aligned"])
+    parser.add_argument("--form", default="naive", choices=["naive", "decoupled"], help="mla: RoPE form")
+    parser.add_argument("--latent-rank", type=int, default=256, help="mla: latent width per token and layer")
+    parser.add_argument("--rope-dims", type=int, default=32, help="mla decoupled: dims of the shared RoPE key")
+    parser.add_argument("--svd", default="data", choices=["data", "plain"], help="mla: how the latent is found")
