@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from explorer import hardware, scaling, uptrain
+from explorer import hardware, scaling, uptrain, uptrain_report
 from explorer.attention import repeat_kv
 from explorer.loading import LoadedModel, load_model
 from explorer.variants import VariantSpec
@@ -468,7 +468,7 @@ def run_uptrain(run: Run) -> list[Section]:
                     raise OutOfTime(f"{which} stopped at step {step.step} of {step.steps}")
 
             try:
-                report = uptrain.uptrain_report(run.loaded, spec, settings, eval_tokens=plan.eval_tokens,
+                report = uptrain_report.uptrain_report(run.loaded, spec, settings, eval_tokens=plan.eval_tokens,
                                                 control=True, progress=progress, root=root)
                 section.data = {"run": name, **report}
                 epochs = report["variant_record"]["epochs"]

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from explorer.charts.attention import (
-    head_grid, head_heatmap, layer_head_overview, mask_heatmap, mask_title, mosaic, pool, rollout_heatmap, token_bars,
+    head_grid, head_heatmap, layer_head_overview, mask_heatmap, mask_title, mosaic, pool,
 )
+from explorer.charts.flow import rollout_heatmap, token_bars
 
 TOKENS = ["the", "cat", "saw", "the", "dog"]
 

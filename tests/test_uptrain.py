@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from explorer import uptrain as uptraining
+from explorer import uptrain_report
 from explorer.__main__ import main
 from explorer.catalogue import ModelEntry
 from explorer.loading import LoadedModel
@@ -147,15 +148,15 @@ def test_the_reading_judges_against_the_control_from_the_paired_interval():
                        (0.4, 0.6), float("nan"), (float("nan"),) * 2, stats)
 
     settings = UptrainSettings(tokens=8192)
-    recovered = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(44), measured(40, seed=2))
+    recovered = uptrain_report.reading(VariantSpec("mqa"), settings, measured(9000), measured(44), measured(40, seed=2))
     assert "recovered" in recovered and "not recovered" not in recovered and "9,000.0" in recovered
-    behind = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(60), measured(40, seed=2))
+    behind = uptrain_report.reading(VariantSpec("mqa"), settings, measured(9000), measured(60), measured(40, seed=2))
     assert "x the control" in behind and "not recovered" in behind
     # on the line: 1.2x the control, with an interval either side of it
-    unsure = uptraining.reading(VariantSpec("mqa"), settings, measured(9000), measured(48, noise=1.0),
+    unsure = uptrain_report.reading(VariantSpec("mqa"), settings, measured(9000), measured(48, noise=1.0),
                                 measured(40, seed=2))
     assert "can't tell at this size" in unsure and "not recovered" not in unsure
-    rows = uptraining.quality_rows(measured(42), measured(9000), measured(60), measured(40))
+    rows = uptrain_report.quality_rows(measured(42), measured(9000), measured(60), measured(40))
     assert [r["perplexity"] for r in rows] == [42, 9000, 60, 40]
     assert rows[2]["perplexity_ci_low"] == 54 and rows[2]["perplexity_ci_high"] == pytest.approx(66)
 

@@ -4,9 +4,9 @@ import streamlit as st
 
 from explorer import export, ui
 from explorer.charts.attention import (
-    head_grid, head_heatmap, layer_head_overview, mask_heatmap, mask_title, pooled_heatmap, prediction_bars,
-    rollout_heatmap, summary_heatmap, token_bars,
+    head_grid, head_heatmap, layer_head_overview, mask_heatmap, mask_title, pooled_heatmap, summary_heatmap,
 )
+from explorer.charts.flow import prediction_bars, rollout_heatmap, token_bars
 from explorer.selection import hide_tokens, summed_rows
 
 ui.text_box()

@@ -4,7 +4,7 @@ and see what changes and what it costs."""
 import pandas as pd
 import streamlit as st
 
-from explorer import export, lab, ui, uptrain
+from explorer import export, lab, ui, uptrain, uptrain_report
 from explorer.charts.attention import head_heatmap
 from explorer.charts.variants import (
     encoder_frontier_figure, energy_bars, frontier_figure, loss_curves, similarity_heatmap,
@@ -131,7 +131,7 @@ if pair is not None:
     trained, control = pair
     after = ui.uptrained_quality(MODEL, spec, training)
     control_after = ui.uptrained_quality(MODEL, uptrain.CONTROL, training)
-    rows = uptrain.quality_rows(lab.identity(ref), quality, after, control_after)
+    rows = uptrain_report.quality_rows(lab.identity(ref), quality, after, control_after)
     st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
         "model": "Model",
         "perplexity": st.column_config.NumberColumn("Perplexity", format="%.1f"),
@@ -146,7 +146,7 @@ if pair is not None:
         "eval_tokens": st.column_config.NumberColumn("Held-out tokens"),
     })
     ui.downloads("uptraining", {"csv": export.table_csv(rows), "json": export.table_json(rows)})
-    st.markdown(uptrain.reading(spec, training, quality, after, control_after))
+    st.markdown(uptrain_report.reading(spec, training, quality, after, control_after))
     curves = {spec.label(): trained.record.losses, "control": control.record.losses}
     tokens_per_step = training.sequence_tokens * training.batch_sequences
     ui.chart(loss_curves(curves, tokens_per_step), key="uptrain-loss",

@@ -9,7 +9,10 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.summaries import block_edges, pool  # pooling lives with the other reductions; charts re-export it
+from explorer.summaries import (  # pooling lives with the other reductions; charts re-export it
+    block_edges,
+    pool,
+)
 
 COLOURS = "Blues"  # sequential: white = no attention, dark blue = all of it
 MASK_COLOURS = [[0.0, "#e5e7eb"], [1.0, "#15803d"]]  # grey = blocked, green = may attend
@@ -58,13 +61,13 @@ def _margin(title: str, right: int = 10) -> dict:
     return dict(l=10, r=right, t=125 + 20 * title.count("<br>"), b=10)
 
 
-def _title(text: str) -> dict:
+def wrapped_title(text: str) -> dict:
     """A title pinned to the figure's top-left corner, so that it is never clipped and sits just above its plot."""
     return dict(text=text, x=0, xref="paper", xanchor="left", y=1, yref="container", yanchor="top",
                 pad=dict(t=8), font=dict(size=14))
 
 
-def _lean_room(tokens: list[str]) -> int:
+def lean_room(tokens: list[str]) -> int:
     """Pixels right of the plot that the last key label needs when labels lean at -45 degrees on top."""
     longest = max((len(t) for t in tokens[-3:]), default=1)
     return 10 + int(5 * min(longest, 16))
@@ -74,7 +77,7 @@ def _weight_hover(log_scale: bool) -> str:
     return "log₁₀ weight %{z:.2f}" if log_scale else "weight %{z:.3f}"
 
 
-def _token_axis(tokens: list[str], max_ticks: int = 40, first: int = 0) -> dict:
+def token_axis(tokens: list[str], max_ticks: int = 40, first: int = 0) -> dict:
     """Integer axis labelled by token; thinned when there are too many to read. `first`: position of tokens[0]."""
     step = max(1, int(np.ceil(len(tokens) / max_ticks)))
     positions = list(range(0, len(tokens), step))
@@ -112,10 +115,10 @@ def head_heatmap(
             **colour_scale(weights, log_scale),
         )
     )
-    figure.update_layout(title=_title(title), height=height, margin=_margin(title))
+    figure.update_layout(title=wrapped_title(title), height=height, margin=_margin(title))
     # Fewer labels across than down: rotated labels need more room than stacked ones.
-    figure.update_xaxes(title="key (attended to)", side="top", tickangle=-45, **_token_axis(key_tokens, 24, first_key))
-    figure.update_yaxes(title="query (attending)", autorange="reversed", **_token_axis(tokens, first=first_query))
+    figure.update_xaxes(title="key (attended to)", side="top", tickangle=-45, **token_axis(key_tokens, 24, first_key))
+    figure.update_yaxes(title="query (attending)", autorange="reversed", **token_axis(tokens, first=first_query))
     return figure
 
 
@@ -143,7 +146,7 @@ def pooled_heatmap(
         first, end = zoom
         figure.add_shape(type="rect", x0=first - 0.5, x1=end - 0.5, y0=first - 0.5, y1=end - 0.5,
                          line=dict(color="#dc2626", width=2))
-    figure.update_layout(title=_title(title), height=height, margin=_margin(title))
+    figure.update_layout(title=wrapped_title(title), height=height, margin=_margin(title))
     figure.update_xaxes(title="key position (token)", side="top")
     figure.update_yaxes(title="query position (token)", autorange="reversed")
     return figure
@@ -181,9 +184,9 @@ def mask_heatmap(
             hovertemplate="query #%{y}<br>key #%{x}<br>allowed %{z}<extra></extra>",
         )
     )
-    figure.update_layout(title=_title(title), height=height, margin=_margin(title, _lean_room(tokens)))
-    figure.update_xaxes(title="key", side="top", tickangle=-45, **_token_axis(tokens, 24, first))
-    figure.update_yaxes(title="query", autorange="reversed", **_token_axis(tokens, first=first))
+    figure.update_layout(title=wrapped_title(title), height=height, margin=_margin(title, lean_room(tokens)))
+    figure.update_xaxes(title="key", side="top", tickangle=-45, **token_axis(tokens, 24, first))
+    figure.update_yaxes(title="query", autorange="reversed", **token_axis(tokens, first=first))
     return figure
 
 
@@ -325,7 +328,7 @@ def _mosaic_figure(canvas: np.ndarray, title: str, height: int, log_scale: bool 
         )
     )
     # No fixed aspect ratio: tiles stretch to fill the figure, so no empty band opens above or below them.
-    figure.update_layout(title=_title(title), height=height, margin=dict(l=10, r=10, t=60, b=10),
+    figure.update_layout(title=wrapped_title(title), height=height, margin=dict(l=10, r=10, t=60, b=10),
                          plot_bgcolor="white", clickmode="event+select", dragmode=False, hovermode="closest")
     rows, columns = canvas.shape
     figure.update_yaxes(range=[rows - 0.5, -0.5], showgrid=False, zeroline=False)  # row 0 on top
@@ -364,7 +367,7 @@ def query_bars(weights: np.ndarray, tokens: list[str], query: int, title: str) -
         )
     )
     figure.update_layout(title=title, height=280, margin=dict(l=10, r=10, t=40, b=10), yaxis_title="weight")
-    figure.update_xaxes(tickangle=-45, **_token_axis(tokens))
+    figure.update_xaxes(tickangle=-45, **token_axis(tokens))
     return figure
 
 
@@ -387,60 +390,7 @@ def summary_heatmap(
             hovertemplate="layer %{x}, head %{y}<br>%{z:.2f} " + unit + "<extra></extra>",
         )
     )
-    figure.update_layout(title=_title(title), height=110 + 18 * num_heads, margin=dict(l=10, r=10, t=40, b=10))
+    figure.update_layout(title=wrapped_title(title), height=110 + 18 * num_heads, margin=dict(l=10, r=10, t=40, b=10))
     figure.update_xaxes(title="layer", dtick=1 if num_layers <= 16 else 2 if num_layers <= 40 else 5)
     figure.update_yaxes(title="head", autorange="reversed", dtick=1)
-    return figure
-
-
-def token_bars(
-    values: np.ndarray, tokens: list[str], title: str, highlight: list[int] = (), value: str = "weight",
-    height: int = 300,
-) -> go.Figure:
-    """One number per token, values (T,), as bars over the tokens in order, every token labelled; the
-    `highlight` positions (the query tokens themselves) are drawn in orange."""
-    if np.shape(values) != (len(tokens),):
-        raise ValueError(f"Expected one value per token ({len(tokens)}); got shape {np.shape(values)}.")
-    colours = ["#f59e0b" if k in set(highlight) else "#1d4ed8" for k in range(len(tokens))]
-    figure = go.Figure(
-        go.Bar(
-            x=np.arange(len(tokens)), y=values, marker_color=colours,
-            customdata=[f"#{k} {t}" for k, t in enumerate(tokens)],
-            hovertemplate="%{customdata}<br>" + value + " %{y:.3f}<extra></extra>",
-        )
-    )
-    figure.update_layout(title=_title(title), height=height, yaxis_title=value,
-                         margin=dict(l=10, r=_lean_room(tokens), t=45 + 18 * title.count("<br>"), b=10))
-    figure.update_xaxes(tickangle=-45, **_token_axis(tokens, 64))
-    return figure
-
-
-def prediction_bars(candidates: list[tuple[str, float, float]], title: str, height: int = 320) -> go.Figure:
-    """Next-token candidates (token, probability before, after) as bars side by side: all heads on, chosen off."""
-    labels = [f"#{rank + 1} {token.strip() or repr(token)}" for rank, (token, _, _) in enumerate(candidates)]
-    figure = go.Figure([
-        go.Bar(x=labels, y=[c[1] for c in candidates], name="all heads on", marker_color="#9ca3af"),
-        go.Bar(x=labels, y=[c[2] for c in candidates], name="chosen heads off", marker_color="#dc2626"),
-    ])
-    figure.update_layout(title=_title(title), height=height, barmode="group", margin=dict(l=10, r=10, t=50, b=10),
-                         yaxis=dict(title="probability of the next token", rangemode="tozero"),
-                         legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
-    return figure
-
-
-def rollout_heatmap(values: np.ndarray, tokens: list[str], title: str, height: int | None = None) -> go.Figure:
-    """Rollout rows layer by layer, values (L, T): after layer l (down), the share drawn from each input token
-    (across); every row sums to 1."""
-    if values.ndim != 2 or values.shape[1] != len(tokens):
-        raise ValueError(f"Expected one row per layer over the {len(tokens)} tokens; got shape {values.shape}.")
-    num_layers = values.shape[0]
-    figure = go.Figure(go.Heatmap(
-        z=values, x=np.arange(len(tokens)), y=np.arange(num_layers), zmin=0.0, zmax=1.0, colorscale="Purples",
-        colorbar=dict(title="share", thickness=10),  # hover by position only: labels per cell would grow L x T
-        hovertemplate="after layer %{y}<br>from token #%{x}<br>share %{z:.3f}<extra></extra>",
-    ))
-    figure.update_layout(title=_title(title), height=height or 120 + 14 * num_layers,
-                         margin=dict(l=10, r=_lean_room(tokens), t=100, b=10))
-    figure.update_xaxes(title="input token", side="top", tickangle=-45, **_token_axis(tokens, 64))
-    figure.update_yaxes(title="after layer", autorange="reversed", dtick=1 if num_layers <= 32 else 4)
     return figure

@@ -79,7 +79,8 @@ def run_uptrain(args) -> int:
     import sys
 
     from explorer.loading import load_model
-    from explorer.uptrain import UptrainSettings, uptrain_report
+    from explorer.uptrain import UptrainSettings
+    from explorer.uptrain_report import uptrain_report
     from explorer.variants import VariantSpec
 
     spec = VariantSpec(
