@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import report
-from explorer import generate
+from explorer import divergence, generate
 from explorer.loading import load_model
 from explorer.run import fill_with_prose
 from explorer.variants import VariantSpec, convert
@@ -76,14 +76,14 @@ def main() -> None:
     ids = generate.prompt_ids(loaded, fill_with_prose(PROMPTS[0], args.context))[: args.context]
     models = {spec: convert(loaded, spec).loaded for spec in {*SPEED_VARIANTS, HALF_CACHE_MLA}}
     speed = decode_speed(models, ids, args.rounds, args.steps)
-    divergence = []
+    parted = []
     original = models[VariantSpec("original")]
     for prompt in PROMPTS:
         first = generate.generate(original, VariantSpec("original"), prompt, args.divergence_steps)
         second = generate.generate(models[HALF_CACHE_MLA], HALF_CACHE_MLA, prompt, args.divergence_steps)
-        comparison = generate.compare(first, second, original, models[HALF_CACHE_MLA])
+        comparison = divergence.compare(first, second, original, models[HALF_CACHE_MLA])
         where = comparison.first_divergence
-        divergence.append({
+        parted.append({
             "prompt": prompt,
             "first_divergence_step": where,
             "shared_text": first.text if where is None else loaded.tokenizer.decode(first.token_ids[:where]),
@@ -92,9 +92,9 @@ def main() -> None:
             "mean_kl_nats": round(float(comparison.kl.mean()), 4),
             "kl_before_divergence_nats": round(float(comparison.kl[:where].mean()), 4) if where else None,
         })
-        print(divergence[-1], flush=True)
+        print(parted[-1], flush=True)
     report({"model": "smollm2", "context": args.context, "steps": args.steps, "speed": speed,
-            "half_cache_mla": HALF_CACHE_MLA.label(), "divergence": divergence,
+            "half_cache_mla": HALF_CACHE_MLA.label(), "divergence": parted,
             "load_average": list(os.getloadavg())}, args.json)
 
 

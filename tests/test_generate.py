@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import generate
+from explorer import divergence, generate
 from explorer.__main__ import main
 from explorer.charts.generate import attention_rows_figure, cache_growth_figure, context_figure, kl_figure
 from explorer.state import parse_query, to_query
@@ -68,7 +68,7 @@ def test_comparison_of_bit_identical_variants_finds_no_divergence_and_no_kl(smol
     mha = VariantSpec("mha")  # repeats the KV heads: the same logits as the original
     first = generate.generate(smollm2, VariantSpec(), PROMPT, 8)
     second = generate.generate(models[mha], mha, PROMPT, 8)
-    comparison = generate.compare(first, second, smollm2, models[mha])
+    comparison = divergence.compare(first, second, smollm2, models[mha])
     assert comparison.first_divergence is None
     assert comparison.kl.shape == (8,)
     assert comparison.kl.max() < 1e-4
@@ -78,16 +78,16 @@ def test_a_collapsed_variant_diverges_with_positive_kl(smollm2, models):
     mqa = VariantSpec("mqa")  # mean-pooled MQA without training: perplexity ~20,000
     first = generate.generate(smollm2, VariantSpec(), PROMPT, 8)
     second = generate.generate(models[mqa], mqa, PROMPT, 8)
-    comparison = generate.compare(first, second, smollm2, models[mqa])
-    assert comparison.first_divergence == generate.first_divergence(first.token_ids, second.token_ids)
+    comparison = divergence.compare(first, second, smollm2, models[mqa])
+    assert comparison.first_divergence == divergence.first_divergence(first.token_ids, second.token_ids)
     assert comparison.first_divergence is not None
     assert comparison.kl.mean() > 1.0
 
 
 def test_first_divergence():
-    assert generate.first_divergence([1, 2, 3], [1, 2, 3]) is None
-    assert generate.first_divergence([1, 2, 3], [1, 5, 3]) == 1
-    assert generate.first_divergence([1, 2, 3], [1, 2]) == 2  # one stopped early
+    assert divergence.first_divergence([1, 2, 3], [1, 2, 3]) is None
+    assert divergence.first_divergence([1, 2, 3], [1, 5, 3]) == 1
+    assert divergence.first_divergence([1, 2, 3], [1, 2]) == 2  # one stopped early
 
 
 def test_sampling_is_reproducible_and_top_k_1_is_greedy(smollm2):

@@ -31,7 +31,7 @@ def add(commands) -> None:
 def run_generate(args) -> int:
     import sys
 
-    from explorer import generate
+    from explorer import divergence, generate
     from explorer.loading import load_model
     from explorer.run import fill_with_prose
     from explorer.variants import VariantSpec, convert
@@ -57,7 +57,7 @@ def run_generate(args) -> int:
     report = {"model": args.model, "prompt": text if not args.context else f"{args.text} (+ prose to {len(ids)} tokens)",
               "sampling": sampling.label(), **generations[0].to_json()}
     if other is not None:
-        comparison = generate.compare(generations[0], generations[1], runs[0][1], runs[1][1])
+        comparison = divergence.compare(generations[0], generations[1], runs[0][1], runs[1][1])
         report["compare"] = generations[1].to_json()
         report["first_divergence"] = comparison.first_divergence
         report["kl_per_step"] = [float(value) for value in comparison.kl]

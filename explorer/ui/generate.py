@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from explorer import export, generate, guard
+from explorer import divergence, export, generate, guard
 from explorer.charts.generate import (
     attention_rows_figure,
     cache_growth_figure,
@@ -313,7 +313,7 @@ def _comparison(first_model, first: Generation, second_model, second: Generation
     """Per-step KL and divergence, computed once per finished run (two teacher-forced passes)."""
     kept = st.session_state.get("generation") or {}
     if "comparison" not in kept:
-        kept["comparison"] = generate.compare(first, second, first_model, second_model)
+        kept["comparison"] = divergence.compare(first, second, first_model, second_model)
     return kept["comparison"]
 
 
