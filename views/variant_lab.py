@@ -19,7 +19,7 @@ st.title("Variant lab: MHA, GQA, MQA and MLA on a real model")
 chosen = ui.lab_model()
 if chosen is None:
     st.stop()
-MODEL, original, family = chosen
+model_key, original, family = chosen
 encoder = original.kind == "encoder"
 shape = attention_shape(original.config, original.entry.label)
 st.caption(f"{original.entry.description} Every number below is measured on the converted model.")
@@ -27,10 +27,10 @@ st.caption(f"{original.entry.description} Every number below is measured on the 
 choices = lab.choices_for(family.name, original.entry.label)
 spec, notices = lab.spec_from_view(*ui.variant_controls(shape, choices), shape, choices)
 ui.show_notices(notices)
-conversion = ui.get_conversion(MODEL, spec)
+conversion = ui.get_conversion(model_key, spec)
 if conversion is None:
     st.stop()
-quality, ref = ui.variant_quality(MODEL, spec)
+quality, ref = ui.variant_quality(model_key, spec)
 values = lab.cached_values(spec, shape)
 original_values = shape.kv_values_per_layer
 
@@ -42,7 +42,7 @@ for column, (label, value, change, interval) in zip(quality_columns, lab.quality
     column.caption(interval)
 seconds.metric("Conversion", f"{conversion.seconds:.1f} s")
 st.caption(lab.quality_note(original.entry, quality, original.kind))
-measured_values, _ = ui.measured_kv(MODEL, spec, state.text)
+measured_values, _ = ui.measured_kv(model_key, spec, state.text)
 st.caption(lab.measured_sentence(measured_values, values, encoder))
 score, original_score = lab.score(quality, original.kind), (1.0 if encoder else ref.perplexity)
 interval = lab.score_interval(quality, original.kind)
@@ -50,18 +50,18 @@ if (reading := lab.verdict(spec, score, original_score, interval, original.kind)
     (st.success if lab.holds_up(interval, original.kind) else st.warning)(reading)
 
 st.subheader("The same head, before and after")
-run = ui.get_run(MODEL, state.text)
-converted_run = ui.variant_run(MODEL, spec, state.text)
+run = ui.get_run(model_key, state.text)
+converted_run = ui.variant_run(model_key, spec, state.text)
 layer, head = ui.layer_and_head(run.num_layers, run.num_heads)
 before, after = st.columns(2)
 with before:
     ui.chart(head_heatmap(run.attentions[layer, head], run.tokens, f"Original: layer {layer}, head {head}"),
-             key="lab-original", numbers=export.heads(run.attentions[layer, head], run.tokens, model=MODEL,
+             key="lab-original", numbers=export.heads(run.attentions[layer, head], run.tokens, model=model_key,
                                                       variant="original", layer=layer, head=head))
 with after:
     ui.chart(head_heatmap(converted_run.attentions[layer, head], run.tokens,
                           f"{spec.label()}: layer {layer}, head {head}"), key="lab-converted",
-             numbers=export.heads(converted_run.attentions[layer, head], run.tokens, model=MODEL,
+             numbers=export.heads(converted_run.attentions[layer, head], run.tokens, model=model_key,
                                   variant=spec.label(), layer=layer, head=head))
 
 st.subheader("Heads that share a KV head")
@@ -96,11 +96,11 @@ if spec.variant == "mla":
                  numbers=export.series("layer", [f"L{i}" for i in range(len(conversion.energy_kept))], energy))
         if spec.form == "decoupled":
             st.caption(lab.rope_key_sentence(conversion))
-            gap = ui.absorb_gap(MODEL, spec, state.text)
+            gap = ui.absorb_gap(model_key, spec, state.text)
             st.metric(lab.ABSORB_GAP_LABEL, f"{gap:.1e}", help=lab.ABSORB_GAP_HELP)
 
 st.subheader("The frontier: quality against cache size")
-report = lab.committed_report(MODEL)
+report = lab.committed_report(model_key)
 points = lab.frontier_points(report) if report else []
 current = lab.current_point(spec.label(), values, quality, original.kind)
 if encoder:
@@ -126,11 +126,11 @@ if encoder:
 ui.committed_uptraining()
 with ui.beside("uptrain"):
     training = ui.uptrain_controls()
-    pair = ui.uptrained_pair(MODEL, spec, training)
+    pair = ui.uptrained_pair(model_key, spec, training)
 if pair is not None:
     trained, control = pair
-    after = ui.uptrained_quality(MODEL, spec, training)
-    control_after = ui.uptrained_quality(MODEL, uptrain.CONTROL, training)
+    after = ui.uptrained_quality(model_key, spec, training)
+    control_after = ui.uptrained_quality(model_key, uptrain.CONTROL, training)
     rows = uptrain_report.quality_rows(lab.identity(ref), quality, after, control_after)
     st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
         "model": "Model",
@@ -154,7 +154,7 @@ if pair is not None:
     st.caption(f"Trained {trained.record.trained_parameters:,} weights for {trained.record.seconds:.0f} s on "
                f"{trained.record.device} ({trained.record.precision})"
                + ("; loaded from the user cache." if trained.from_cache else "."))
-    uptrained_run = ui.uptrained_run(MODEL, spec, training, state.text)
+    uptrained_run = ui.uptrained_run(model_key, spec, training, state.text)
     before_column, after_column = st.columns(2)
     with before_column:
         ui.chart(head_heatmap(converted_run.attentions[layer, head], run.tokens,
