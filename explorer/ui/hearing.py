@@ -41,6 +41,9 @@ def audio_for(text: str) -> Audio | None:
             voice = voice_column.selectbox("Voice", VOICES, index=VOICES.index(state.voice), key="voice")
             speed = speed_column.slider("Speed (words/min)", SPEEDS[0], SPEEDS[1], state.speed, step=10, key="speed")
             set_view(voice=voice, speed=speed)
+            if not text.strip():  # nothing to hear yet: a prompt, as every page gives an empty text, not an error
+                st.info("There is no text to speak: type a sentence in the sidebar, or record or upload a clip.")
+                return None
             with st.spinner("espeak-ng is speaking the text"):
                 clip = _spoken(text, voice, speed, settings.max_audio_seconds)
         else:
