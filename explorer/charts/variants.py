@@ -92,6 +92,11 @@ RATIO_TICKS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)  # perplexity / original, where th
 CEILING = 4.0  # the y axis stops at this many times the original; worse variants are marked off-scale
 
 
+def _label(row) -> str:
+    """A point's label from its customdata: the label itself, or the first of [label, low, high]."""
+    return row if isinstance(row, str) else row[0]
+
+
 def relative_axis(figure: go.Figure, original_perplexity: float, ceiling: float = CEILING) -> go.Figure:
     """Clip the frontier's log y axis to [0.85x, `ceiling`x] the original perplexity, ticked as ratios ("x1.5"),
     so the region that matters (within 2x of the original) is legible; a variant above the ceiling (a collapsed
@@ -105,7 +110,7 @@ def relative_axis(figure: go.Figure, original_perplexity: float, ceiling: float 
         figure.add_trace(go.Scatter(
             x=[x for x, _, _ in off], y=[high] * len(off), mode="markers", name=f"off-scale (above x{ceiling:g})",
             marker=dict(symbol="triangle-up", size=12, color="#9ca3af", line=dict(color="#111827", width=1)),
-            customdata=[[name, y, y / original_perplexity] for _, y, name in off], cliponaxis=False,
+            customdata=[[_label(name), y, y / original_perplexity] for _, y, name in off], cliponaxis=False,
             hovertemplate="%{customdata[0]}<br>%{x} values/token/layer<br>perplexity %{customdata[1]:,.0f} "
                           "(x%{customdata[2]:,.0f} the original): off the scale<extra></extra>",
         ))
