@@ -62,29 +62,31 @@ def offered(variant: str, form: str, merge: str, choices: LabChoices) -> tuple[s
 
 def spec_from_view(
     variant: str, kv_heads: int | None, latent_rank: int | None, rope_dims: int | None, merge: str, form: str,
-    svd: str, shape: AttentionShape, choices: LabChoices = ALL_CHOICES,
+    svd: str, shape: AttentionShape, choices: LabChoices = ALL_CHOICES, methods: dict | None = None,
 ) -> tuple[VariantSpec, list[str]]:
     """A VariantSpec for the lab's settings, checked against the model and what its family offers; impossible
     settings fall back, with a notice that says what to choose instead."""
     form, merge, notices = offered(variant, form, merge, choices)
+    methods = methods or {}
+    refit = {"refit": methods["refit"]} if "refit" in methods else {}
     if variant == "gqa":
         try:
             target_kv_heads(VariantSpec("gqa", kv_heads=kv_heads), shape)
         except ValueError as error:
             notices.append(f"{error} Showing {shape.kv_heads}.")
             kv_heads = shape.kv_heads
-        return VariantSpec("gqa", kv_heads=kv_heads, merge=merge), notices
+        return VariantSpec("gqa", kv_heads=kv_heads, merge=merge, **refit), notices
     if variant in ("mqa", "mha", "original"):
-        return VariantSpec(variant, merge=merge), notices
+        return VariantSpec(variant, merge=merge, **(refit if variant == "mqa" else {})), notices
     spec = VariantSpec(
         "mla", form=form, latent_rank=latent_rank or 128, rope_dims=rope_dims if rope_dims is not None else 32,
-        svd=svd, merge=merge, attn_path="absorb" if form == "decoupled" else "naive",
+        svd=svd, merge=merge, attn_path="absorb" if form == "decoupled" else "naive", **methods,
     )
     try:
         check_mla(spec, shape)
     except ValueError as error:
         fallback = VariantSpec("mla", form=form, svd=svd, merge=merge, latent_rank=128,
-                               rope_dims=32, attn_path=spec.attn_path)
+                               rope_dims=32, attn_path=spec.attn_path, **methods)
         notices.append(f"{error} Showing latent rank {fallback.latent_rank}, rope_dims {fallback.rope_dims}.")
         spec = fallback
     return spec, notices

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Mapping
 
 from explorer.audio import DEFAULT_SPEED, DEFAULT_VOICE, SPEEDS, VOICES
 from explorer.catalogue import CATALOGUE, DEFAULT_MODEL, WHISPER_MODEL
@@ -48,6 +48,10 @@ class ViewState:
     merge: str = "mean"  # GQA/MQA: how a group's KV heads become one (mean, first, aligned)
     form: str = "naive"  # MLA: naive (RoPE after the up-projection) or decoupled (DeepSeek-V2)
     svd: str = "data"  # MLA: latent from the weights (plain) or from K/V outputs on calibration text (data)
+    weighting: str = "none"  # MLA: K/V weighted by their queries and the output projection before the SVD
+    ranks: str = "uniform"  # MLA: the same latent rank in every layer, or per layer by measured sensitivity
+    rope_pairs: str = "highest"  # decoupled MLA: RoPE pairs kept, the highest frequencies or by q/k norm
+    refit: str = "none"  # MLA: output projections refitted by least squares on calibration text ("output")
     uptrain_tokens: int | None = None  # uptraining budget in tokens (None: the lab's default budget)
     uptrain_scope: str = "attention"  # what uptraining trains: the attention weights only, or all weights
     # KV-cache explorer
@@ -129,6 +133,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "merge": ("mean", "first", "aligned"),
     "form": ("naive", "decoupled"),
     "svd": ("plain", "data"),
+    "weighting": ("none", "query-output"),
+    "ranks": ("uniform", "sensitivity"),
+    "rope_pairs": ("highest", "norm"),
+    "refit": ("none", "output"),
     "uptrain_scope": ("attention", "all"),
     "audio": ("speech", "microphone", "upload"),
     "voice": VOICES,

@@ -23,7 +23,9 @@ st.caption("Each step feeds the token just made, reads every cached key and valu
            "the cache. The cache is weighed from its tensors after every step.")
 
 choices = lab.choices_for(family.name, original.entry.label)
-spec, notices = lab.spec_from_view(*ui.variant_controls(shape, choices), shape, choices)
+settings = ui.variant_controls(shape, choices)  # (variant, kv_heads, latent_rank, rope_dims, merge, form, svd)
+methods = ui.conversion_methods(settings[0], settings[5], family.name)
+spec, notices = lab.spec_from_view(*settings, shape, choices, methods)
 ui.show_notices(notices)
 setup = ui.generate_controls(shape.num_layers)
 runs = ui.run_generation(model_key, spec, state.text, setup)

@@ -25,13 +25,15 @@ shape = attention_shape(original.config, original.entry.label)
 st.caption(f"{original.entry.description} Every number below is measured on the converted model.")
 
 choices = lab.choices_for(family.name, original.entry.label)
-spec, notices = lab.spec_from_view(*ui.variant_controls(shape, choices), shape, choices)
+settings = ui.variant_controls(shape, choices)  # (variant, kv_heads, latent_rank, rope_dims, merge, form, svd)
+methods = ui.conversion_methods(settings[0], settings[5], family.name)
+spec, notices = lab.spec_from_view(*settings, shape, choices, methods)
 ui.show_notices(notices)
 conversion = ui.get_conversion(model_key, spec)
 if conversion is None:
     st.stop()
 quality, ref = ui.variant_quality(model_key, spec)
-values = lab.cached_values(spec, shape)
+values = lab.cached_values(conversion.spec, shape)  # the ranks it chose, when chosen by sensitivity
 original_values = shape.kv_values_per_layer
 
 cache, *quality_columns, seconds = st.columns(5)

@@ -29,3 +29,24 @@ def variant_options(parser) -> None:
     parser.add_argument("--latent-rank", type=int, default=256, help="mla: latent width per token and layer")
     parser.add_argument("--rope-dims", type=int, default=32, help="mla decoupled: dims of the shared RoPE key")
     parser.add_argument("--svd", default="data", choices=["data", "plain"], help="mla: how the latent is found")
+    parser.add_argument("--weighting", default="none", choices=["none", "query-output"],
+                        help="mla: weigh keys by their queries and values by the output projection before the SVD")
+    parser.add_argument("--rank-allocation", default="uniform", choices=["uniform", "sensitivity"],
+                        help="mla: the same rank in every layer, or ranks per layer from measured sensitivity")
+    parser.add_argument("--rope-pairs", default="highest", choices=["highest", "norm"],
+                        help="mla decoupled: RoPE pairs kept, the highest frequencies or by their q/k 2-norms")
+    parser.add_argument("--refit", default="none", choices=["none", "output"],
+                        help="mla: refit each layer's output projection by least squares on calibration text")
+
+
+def spec_from_args(args, variant: str | None = None):
+    """The VariantSpec the options of `variant_options` describe (the decoupled form attends on the latent)."""
+    from explorer.variants import VariantSpec
+
+    form = args.form
+    return VariantSpec(
+        variant or args.variant, kv_heads=args.kv_heads, merge=args.merge, form=form, latent_rank=args.latent_rank,
+        rope_dims=args.rope_dims, svd=args.svd, weighting=args.weighting, rank_allocation=args.rank_allocation,
+        rope_pairs=args.rope_pairs, refit=args.refit,
+        attn_path=getattr(args, "path", None) or ("absorb" if form == "decoupled" else "naive"),
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from explorer.cli.common import variant_options, write_report
+from explorer.cli.common import spec_from_args, variant_options, write_report
 
 
 def add(commands) -> None:
@@ -34,11 +34,9 @@ def run_generate(args) -> int:
     from explorer import divergence, generate
     from explorer.loading import load_model
     from explorer.run import fill_with_prose
-    from explorer.variants import VariantSpec, convert
+    from explorer.variants import convert
 
-    path = args.path or ("absorb" if args.form == "decoupled" else "naive")
-    spec = VariantSpec(args.variant, kv_heads=args.kv_heads, merge=args.merge, form=args.form,
-                       latent_rank=args.latent_rank, rope_dims=args.rope_dims, svd=args.svd, attn_path=path)
+    spec = spec_from_args(args)
     try:
         sampling = generate.Sampling(args.temperature, args.top_k, args.top_p, args.seed)
         other = generate.compare_spec(args.compare) if args.compare else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from explorer.cli.common import interval, variant_options, write_report
+from explorer.cli.common import interval, spec_from_args, variant_options, write_report
 
 
 def add(commands) -> None:
@@ -15,6 +15,10 @@ def add(commands) -> None:
                                "at least 4); every figure comes with its 95%% interval")
     variants.add_argument("--output", help="also write the JSON report to this file")
     variants.add_argument("--json", action="store_true")
+    variants.add_argument("--variant", choices=["gqa", "mqa", "mla", "mha"],
+                          help="measure the original and this one variant (its settings below) instead of the "
+                               "report's whole list")
+    variant_options(variants)
     variants.set_defaults(handler=run_variants)
     uptrain = commands.add_parser("uptrain", help="uptrain a converted model briefly, beside the same run unconverted")
     uptrain.add_argument("--model", default="smollm2")
@@ -46,7 +50,16 @@ def run_variants(args) -> int:
             write_report({"model": args.model, "unfinished": True, "eval_tokens": args.tokens, "variants": rows},
                           argparse.Namespace(output=args.output, json=False))
 
-    report = variant_report(load_model(args.model), eval_tokens=args.tokens, progress=progress, rows=rows)
+    specs = None
+    if args.variant:
+        from explorer.variants import VariantSpec
+
+        specs = (VariantSpec("original"), spec_from_args(args))
+    try:
+        report = variant_report(load_model(args.model), specs, eval_tokens=args.tokens, progress=progress, rows=rows)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
     if write_report(report, args):
         return 0
     if report.get("weights"):
@@ -81,12 +94,7 @@ def run_uptrain(args) -> int:
     from explorer.loading import load_model
     from explorer.uptrain import UptrainSettings
     from explorer.uptrain_report import uptrain_report
-    from explorer.variants import VariantSpec
-
-    spec = VariantSpec(
-        args.variant, kv_heads=args.kv_heads, merge=args.merge, form=args.form, latent_rank=args.latent_rank,
-        rope_dims=args.rope_dims, svd=args.svd, attn_path="absorb" if args.form == "decoupled" else "naive",
-    )
+    spec = spec_from_args(args)
     try:
         settings = UptrainSettings(tokens=args.tokens, scope=args.scope, batch_sequences=args.batch)
         if args.learning_rate is not None:

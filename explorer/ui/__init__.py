@@ -55,8 +55,8 @@ from explorer.ui.widgets import (
 # GPT-2, Llama and Whisper modules): load them on first use, so the attention page, which most visitors see first,
 # does not wait for them.
 _LAZY = {
-    **dict.fromkeys(["absorb_gap", "get_conversion", "lab_model", "lab_variant_layout", "measured_caches",
-                     "measured_kv", "variant_controls", "variant_quality", "variant_run"], "explorer.ui.lab"),
+    **dict.fromkeys(["absorb_gap", "conversion_methods", "get_conversion", "lab_model", "lab_variant_layout",
+                     "measured_caches", "measured_kv", "variant_controls", "variant_quality", "variant_run"], "explorer.ui.lab"),
     **dict.fromkeys(["uptrain_controls", "uptrained_pair", "uptrained_quality", "uptrained_run"],
                     "explorer.ui.uptraining"),
     "committed_uptraining": "explorer.ui.committed",

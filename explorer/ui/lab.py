@@ -102,7 +102,8 @@ LAB_ENCODER_TEXTS = 8  # held-out documents an encoder variant is compared on (a
 def get_conversion(key: str, spec: VariantSpec) -> Conversion | None:
     """The converted model (converted once, shared); None with a message when the settings cannot work."""
     try:
-        with st.spinner(f"Converting to {spec.label()} (a few seconds, once)"):
+        slow = spec.rank_allocation == "sensitivity" or spec.refit != "none"
+        with st.spinner(f"Converting to {spec.label()} ({'a minute or more' if slow else 'a few seconds'}, once)"):
             return _cached_conversion(key, spec)
     except ValueError as error:
         st.error(str(error))
@@ -251,3 +252,40 @@ def variant_controls(shape, choices: lab.LabChoices = lab.ALL_CHOICES) -> tuple:
     set_view(variant=variant, kv_heads=kv_heads, latent_rank=latent_rank, rope_dims=rope_dims,
              merge=merge, form=form, svd=svd)
     return variant, kv_heads, latent_rank, rope_dims, merge, form, svd
+
+
+def conversion_methods(variant: str, form: str, family_name: str) -> dict[str, str]:
+    """The training-free refinements of a conversion (MLA's weighting, rank allocation and RoPE pairs; the output
+    refit for any converted variant), kept in the URL; returned as VariantSpec fields."""
+    state = view_state()
+    methods = {"weighting": state.weighting, "rank_allocation": state.ranks, "rope_pairs": state.rope_pairs,
+               "refit": state.refit}
+    if variant in ("original", "mha"):
+        return {}
+    with st.expander("Training-free refinements (calibration prose only, never the evaluation prose)",
+                     expanded=any(value not in ("none", "uniform", "highest") for value in methods.values())):
+        left, middle, right = st.columns(3)
+        if variant == "mla":
+            methods["weighting"] = left.radio(
+                "Weigh K/V before the SVD", ["none", "query-output"], index=["none", "query-output"].index(state.weighting),
+                format_func={"none": "no: raw K/V outputs",
+                             "query-output": "keys by their queries, values by W_O"}.get)
+            methods["rank_allocation"] = middle.radio(
+                "Latent rank per layer", ["uniform", "sensitivity"], index=["uniform", "sensitivity"].index(state.ranks),
+                format_func={"uniform": "the same in every layer",
+                             "sensitivity": "by measured sensitivity (same total; 1-3 min the first time)"}.get)
+            if form == "decoupled":
+                methods["rope_pairs"] = right.radio(
+                    "RoPE pairs kept", ["highest", "norm"], index=["highest", "norm"].index(state.rope_pairs),
+                    format_func={"highest": "highest frequencies", "norm": "largest ‖q‖·‖k‖ (MHA2MLA)"}.get)
+        if family_name != "BERT":
+            methods["refit"] = left.radio(
+                "Output projection", ["none", "output"], index=["none", "output"].index(state.refit),
+                format_func={"none": "as converted", "output": "refitted by least squares to the original's heads"}.get)
+    if variant != "mla" or form != "decoupled":
+        methods["rope_pairs"] = "highest"
+    if variant != "mla":
+        methods.update(weighting="none", rank_allocation="uniform")
+    set_view(weighting=methods["weighting"], ranks=methods["rank_allocation"], rope_pairs=methods["rope_pairs"],
+             refit=methods["refit"])
+    return methods

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import torch
 
 from explorer.loading import LoadedModel
+from explorer.variants.allocate import allocated_ranks
 from explorer.variants.calibrate import Calibration, calibrate
 from explorer.variants.families import CONVERTED_CLASSES, Family, HeadWeights, family_of
 from explorer.variants.mla import MLAConfig
+from explorer.variants.refit import refit_outputs
 from explorer.variants.spec import AttentionShape, VariantSpec, attention_shape, check_mla, target_kv_heads
 
 
@@ -36,6 +38,8 @@ class Conversion:
     # form this is the keys' non-RoPE dims and the values only; the RoPE dims are counted apart, below.
     rope_key_energy_kept: list[float] | None = None  # decoupled MLA: share of the per-head RoPE keys' energy
     # that the one shared RoPE key reproduces, per layer (same text or weights as energy_kept)
+    rope_pairs: list[list[int]] | None = None  # decoupled MLA: the RoPE pairs each layer's shared key keeps
+    refit_seconds: float = 0.0  # wall time of the output-projection refit (0 when none)
 
 
 @dataclass
@@ -66,24 +70,29 @@ def convert(loaded: LoadedModel, spec: VariantSpec, calibration: Calibration | N
     if spec.uses_calibration() and calibration is None:
         calibration = calibrate(loaded, spec.calibration_tokens)
         calibration_seconds = calibration.seconds
+    if spec.variant == "mla" and spec.rank_allocation == "sensitivity" and spec.layer_ranks is None:
+        spec = dataclasses.replace(spec, layer_ranks=tuple(allocated_ranks(loaded, spec, calibration)))
+        ranks = check_mla(spec, shape)
 
     started = time.perf_counter()
     model = fresh_copy(loaded.model)
     hidden = loaded.config.hidden_size
-    energy_kept, rope_key_energy_kept = [], []
+    energy_kept, rope_key_energy_kept, kept_pairs = [], [], []
     for i, (parent, name) in enumerate(family.attention_slots(model)):
         attn = getattr(parent, name)
         moment = calibration.input_moments[i] if calibration is not None else None
         weights = family.read(attn, shape)
         if spec.variant == "mla":
             latent_moment = moment if spec.svd == "data" else _identity(hidden)
-            latent, energy, rope_energy = to_mla(weights, shape, spec, ranks[i], latent_moment, moment)
+            pairs = rope_pairs_of(weights, shape, spec, moment)
+            latent, energy, rope_energy = to_mla(weights, shape, spec, ranks[i], latent_moment, moment, pairs)
             mla = MLAConfig(shape.heads, shape.kv_heads, shape.head_dim, ranks[i], latent.k_pe.shape[0], spec.form,
-                            spec.attn_path)
+                            spec.attn_path, tuple(pairs))
             new_layer = _mla_layer(family, model, attn, i, mla, latent)
             energy_kept.append(energy)
             if rope_energy is not None:
                 rope_key_energy_kept.append(rope_energy)
+                kept_pairs.append(list(mla.kept_pairs))
         else:
             new_layer = _gqa_layer(family, attn, i, shape, to_gqa(weights, shape, kv_heads, spec.merge, moment))
         setattr(parent, name, new_layer)
@@ -91,8 +100,9 @@ def convert(loaded: LoadedModel, spec: VariantSpec, calibration: Calibration | N
         model.config.num_key_value_heads = kv_heads
     seconds = time.perf_counter() - started
     converted = dataclasses.replace(loaded, model=model)
+    refit_seconds = refit_outputs(loaded, converted, spec.calibration_tokens) if spec.refit == "output" else 0.0
     return Conversion(converted, spec, seconds, calibration_seconds, ranks, energy_kept or None,
-                      rope_key_energy_kept or None)
+                      rope_key_energy_kept or None, kept_pairs or None, refit_seconds)
 
 
 def to_gqa(w: HeadWeights, shape: AttentionShape, kv_heads: int, merge: str, moment) -> HeadWeights:
@@ -196,7 +206,28 @@ def aligned_values(member_values: torch.Tensor, moment: torch.Tensor) -> tuple[t
     return top.T @ stacked, top.view(m, d, d)  # (d, D), (m, d, d)
 
 
-def to_mla(w: HeadWeights, shape: AttentionShape, spec: VariantSpec, rank: int, latent_moment, merge_moment):
+def rope_pairs_of(w: HeadWeights, shape: AttentionShape, spec: VariantSpec, moment) -> list[int]:
+    """The RoPE pairs the decoupled form keeps in this layer (empty: the highest frequencies, pairs 0, 1, ...).
+
+    By norm (MHA2MLA's 2-norm rule, one choice for the layer's one shared key): pair p scores
+    Σ_h √E‖q_{h,p}‖² · √E‖k_{g(h),p}‖², an upper bound on how much of q·k it can carry, measured on calibration text.
+    """
+    if spec.variant != "mla" or spec.form != "decoupled" or spec.rope_pairs == "highest":
+        return []
+    H, G, hd = shape.heads, shape.kv_heads, shape.head_dim  # query heads, KV heads, head dim
+    half = hd // 2
+
+    def pair_norms(rows):  # (n, hd, D) -> (n, hd/2): √E‖·‖² of each pair's two dims
+        energy = torch.einsum("nid,de,nie->ni", rows, moment, rows)  # (n, hd)
+        return (energy[:, :half] + energy[:, half:]).sqrt()
+
+    query, key = pair_norms(w.wq), pair_norms(w.wk)  # (H, hd/2), (G, hd/2)
+    score = (query * key.repeat_interleave(H // G, dim=0)).sum(0)  # (hd/2,)
+    return sorted(score.topk(spec.rope_dims // 2).indices.tolist())
+
+
+def to_mla(w: HeadWeights, shape: AttentionShape, spec: VariantSpec, rank: int, latent_moment, merge_moment,
+           pairs: list[int] | None = None):
     """An MLA layer's weights made from `w`, the share of energy its latent keeps, and (decoupled form) the share
     of the per-head RoPE keys' energy the one shared RoPE key keeps (None in the naive form).
 
@@ -207,9 +238,10 @@ def to_mla(w: HeadWeights, shape: AttentionShape, spec: VariantSpec, rank: int, 
     """
     H, G, hd = shape.heads, shape.kv_heads, shape.head_dim  # query heads, KV heads, head dim
     rope_dims = spec.rope_dims if spec.form == "decoupled" else 0
-    half, kept = hd // 2, rope_dims // 2  # RoPE pairs per head, pairs that keep RoPE
-    rope_index = torch.cat([torch.arange(kept), torch.arange(kept) + half])  # (dr,) rotate_half layout
-    nope_index = _nope_index(hd, rope_dims)  # (dn,)
+    half = hd // 2  # RoPE pairs per head
+    kept = torch.tensor(pairs, dtype=torch.long) if pairs else torch.arange(rope_dims // 2)  # (dr/2,) pairs kept
+    rope_index = torch.cat([kept, kept + half])  # (dr,) rotate_half layout
+    nope_index = _nope_index(hd, rope_index)  # (dn,)
     wq, wk, wv, wo = w.wq, w.wk, w.wv, w.wo  # (H, hd, D), (G, hd, D), (G, hd, D), (D, H, hd) or None
     if rope_dims and any(b is not None for b in (w.bq, w.bk)) and spec.merge == "aligned":
         raise ValueError("The aligned RoPE key supports attention layers without biases; choose merge='mean'.")
@@ -308,10 +340,9 @@ def latent_spectrum(wq, wk, wv, wo, spec: VariantSpec, kv_heads: int, nope_index
     return weighted, weights, eigenvalues.flip(0).clamp_min(0), eigenvectors.flip(-1)
 
 
-def _nope_index(head_dim: int, rope_dims: int) -> torch.Tensor:
-    """Dims of a head that lose RoPE: all but the `rope_dims / 2` highest-frequency pairs (rotate_half layout)."""
-    kept = rope_dims // 2
-    rope = set(range(kept)) | set(range(head_dim // 2, head_dim // 2 + kept))
+def _nope_index(head_dim: int, rope_index: torch.Tensor) -> torch.Tensor:
+    """Dims of a head that lose RoPE: every dim not in `rope_index` (rotate_half layout), in order."""
+    rope = set(rope_index.tolist())
     return torch.tensor([i for i in range(head_dim) if i not in rope], dtype=torch.long)
 
 

@@ -104,6 +104,10 @@ class Family:
     def check(self, spec: VariantSpec, label: str) -> None:
         """Refuse, with a sentence, settings this family's attention cannot support."""
 
+    def output_projection(self, attn) -> nn.Module:
+        """The module that maps the layer's concatenated heads to the residual stream (its input is every head)."""
+        return attn.o_proj
+
     def layer_extras(self, attn) -> dict:
         """Attributes of the original layer other code reads (Gemma-3's sliding window), copied onto the new one."""
         return {}
@@ -184,6 +188,9 @@ class GPT2Family(Family):
     def check(self, spec: VariantSpec, label: str) -> None:
         _check_absolute_positions(spec, label)
 
+    def output_projection(self, attn) -> nn.Module:
+        return attn.c_proj
+
 
 class BertFamily(Family):
     """BERT (all-MiniLM-L6-v2): bidirectional, biases on Q/K/V, learned positions; `BertSelfAttention`
@@ -220,6 +227,9 @@ class BertFamily(Family):
 
     def check(self, spec: VariantSpec, label: str) -> None:
         _check_absolute_positions(spec, label)
+        if spec.refit == "output":
+            raise ValueError(f"{label} applies its output projection outside the attention layer, so it cannot be "
+                             "refitted with the layer; choose refit='none'.")
 
 
 FAMILIES: tuple[Family, ...] = (Family(), Gemma3Family(), GPT2Family(), BertFamily())

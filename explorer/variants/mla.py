@@ -31,6 +31,13 @@ class MLAConfig:
     # behaviour
     form: Literal["naive", "decoupled"]  # naive: RoPE on the full keys after up-projection; decoupled: DeepSeek-V2
     attn_path: Literal["naive", "absorb"]  # decoupled only: expand K/V from the latent, or attend over the latent
+    rope_pairs: tuple[int, ...] = ()  # decoupled only: the RoPE pairs the shared key keeps (pair p rotates dims p
+    # and p + hd/2 at frequency θ_p); empty: the rope_dims/2 highest frequencies, pairs 0, 1, ...
+
+    @property
+    def kept_pairs(self) -> tuple[int, ...]:
+        """The RoPE pairs that keep rotation, in the order the shared RoPE key lays them out."""
+        return self.rope_pairs or tuple(range(self.rope_dims // 2))
 
     @property
     def nope_dims(self) -> int:
@@ -78,7 +85,7 @@ class MultiHeadLatentAttention(nn.Module):
         )
         self.q_norm, self.k_norm = norms if norms is not None else (None, None)  # Gemma-3: RMSNorm per head
         half = mla.head_dim // 2
-        kept_pairs = torch.arange(mla.rope_dims // 2)  # the highest-frequency pairs keep RoPE
+        kept_pairs = torch.tensor(mla.kept_pairs, dtype=torch.long)  # (dr/2,) the pairs that keep RoPE
         self.register_buffer("rope_columns", torch.cat([kept_pairs, kept_pairs + half]), persistent=False)
         inv_freq, self.rope_scaling = rope if rope is not None else (torch.zeros(0), 1.0)
         self.register_buffer("rope_inv_freq", inv_freq.clone(), persistent=False)  # (hd/2,), empty without RoPE

@@ -159,6 +159,7 @@ def variant_report(
     rows = [] if rows is None else rows
     for spec in specs:
         conversion = convert(loaded, spec, calibration)
+        spec = conversion.spec  # with its per-layer ranks when they were allocated by sensitivity
         model = conversion.loaded.model
         if encoder:
             measured_values, measured_bytes = computed_kv(model, family.attention_modules(model), probe)

@@ -39,7 +39,13 @@ class VariantSpec:
     balance_kv: bool = True  # scale V to K's energy before the joint PCA/SVD, so the latent serves both
     attn_path: Literal["naive", "absorb"] = "naive"  # decoupled only: expand K/V from the latent, or fold
     # W_UK into the query and W_UV into the output and attend over the latent itself
-    # calibration (data-aware SVD and aligned merges)
+    rank_allocation: Literal["uniform", "sensitivity"] = "uniform"  # the same latent rank in every layer, or
+    # ranks per layer chosen from each layer's measured sensitivity, for the same total cache (`variants.allocate`)
+    rope_pairs: Literal["highest", "norm"] = "highest"  # decoupled only: which RoPE pairs keep rotation, the
+    # highest frequencies, or per layer the pairs with the largest ‖q_p‖·‖k_p‖ on calibration text (MHA2MLA)
+    refit: Literal["none", "output"] = "none"  # mla: refit each layer's output projection by least squares so the
+    # layer reproduces the original's attention output on calibration text (`variants.refit`)
+    # calibration (data-aware SVD, aligned merges, sensitivity and refits)
     calibration_tokens: int = 2048  # tokens of calibration prose, kept apart from the evaluation prose
 
     def label(self) -> str:
@@ -51,8 +57,12 @@ class VariantSpec:
             return f"{self.variant} kv={heads} {self.merge}"
         rank = f"r={self.latent_rank}" if self.layer_ranks is None else f"r~{self.mean_rank():.0f}/layer"
         rope = f" rope={self.rope_dims} {self.merge} {self.attn_path}" if self.form == "decoupled" else ""
+        if self.form == "decoupled" and self.rope_pairs == "norm":
+            rope = rope.replace(f"rope={self.rope_dims}", f"rope={self.rope_dims} by-norm")
         balance = "" if self.balance_kv else " unbalanced"
         balance += " qo-weighted" if self.weighting == "query-output" else ""
+        balance += " sensitivity-ranks" if self.rank_allocation == "sensitivity" else ""
+        balance += " refit" if self.refit == "output" else ""
         return f"mla {self.form} {rank} {self.svd}{balance}{rope}"
 
     def mean_rank(self) -> float:
@@ -61,7 +71,9 @@ class VariantSpec:
 
     def uses_calibration(self) -> bool:
         if self.variant == "mla":
-            return self.svd == "data" or (self.form == "decoupled" and self.merge == "aligned")
+            return (self.svd == "data" or (self.form == "decoupled" and (self.merge == "aligned"
+                                                                          or self.rope_pairs == "norm"))
+                    or self.rank_allocation == "sensitivity")
         return self.variant in ("gqa", "mqa") and self.merge == "aligned"
 
 

@@ -1,0 +1,157 @@
+"""The training-free refinements of a conversion: latent ranks per layer from measured sensitivity, RoPE pairs
+chosen by their q/k norms (MHA2MLA), and the least-squares refit of the output projections.
+
+Each keeps the exactness properties (full rank stays exact; absorbed = naive), its cache equals the formula, and
+the shared original is untouched. Tiny random Llamas with SmolLM2's real tokenizer read real calibration prose.
+"""
+
+import itertools
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from explorer.catalogue import ModelEntry
+from explorer.kv import measured_cache
+from explorer.loading import LoadedModel
+from explorer.variants import VariantSpec, convert
+from explorer.variants.allocate import allocate, candidate_ranks, rank_step
+from explorer.variants.calibrate import calibrate, calibration_inputs
+from explorer.variants.refit import towards_identity
+from explorer.variants.report import absorbed_vs_naive
+from explorer.variants.spec import attention_shape, cache_values_per_token
+
+INPUT_IDS = torch.randint(0, 1000, (1, 24), generator=torch.Generator().manual_seed(2))  # (B, T)
+
+
+@pytest.fixture(scope="module")
+def tiny(smollm2):
+    """4 layers, 4 query heads over 2 KV heads of 16 dims, random weights, float64; SmolLM2's tokenizer."""
+    config = LlamaConfig(
+        vocab_size=len(smollm2.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).double()
+    model.set_attn_implementation("eager")
+    model.eval().requires_grad_(False)
+    entry = ModelEntry(key="tiny-llama-methods", label="Tiny Llama (random weights)", kind="decoder",
+                       description="4 layers, 4 query heads, 2 KV heads, width 64", source="hub")
+    return LoadedModel(entry, model, smollm2.tokenizer, "decoder", torch.device("cpu"), torch.float64, 0.0)
+
+
+@pytest.fixture(scope="module")
+def calibration(tiny):
+    return calibrate(tiny, 512)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {name: parameter.clone() for name, parameter in model.state_dict().items()}
+
+
+def logits(loaded) -> torch.Tensor:
+    with torch.inference_mode():
+        return loaded.model(input_ids=INPUT_IDS).logits  # (B, T, V)
+
+
+def test_allocation_is_the_exact_optimum_for_the_budget():
+    generator = torch.Generator().manual_seed(0)
+    ranks = candidate_ranks(64, 16)  # 16, 32, 48, 64
+    assert ranks == [16, 32, 48, 64]
+    for _ in range(20):
+        costs = torch.rand(4, len(ranks), generator=generator).tolist()
+        chosen = allocate(costs, ranks, 4 * 32)
+        assert sum(chosen) == 4 * 32
+        best = min((sum(costs[layer][ranks.index(rank)] for layer, rank in enumerate(choice)), choice)
+                   for choice in itertools.product(ranks, repeat=4) if sum(choice) == 4 * 32)
+        assert sum(costs[layer][ranks.index(rank)] for layer, rank in enumerate(chosen)) == pytest.approx(best[0])
+
+
+def test_an_unreachable_budget_takes_the_largest_total_under_it_and_a_tiny_one_is_refused():
+    assert sum(allocate([[0.0, 0.0]] * 3, [32, 64], 150)) == 128
+    with pytest.raises(ValueError, match="choose a larger rank"):
+        allocate([[0.0, 0.0]] * 3, [32, 64], 64)
+
+
+def test_sensitivity_ranks_spend_the_budget_and_the_cache_equals_the_formula(tiny, calibration, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTENTION_EXPLORER_CACHE", str(tmp_path))
+    before = weights(tiny.model)
+    spec = VariantSpec("mla", latent_rank=32, svd="data", rank_allocation="sensitivity")
+    assert rank_step(spec) == 16
+    conversion = convert(tiny, spec, calibration)
+    chosen = conversion.spec.layer_ranks
+    assert len(chosen) == 4 and sum(chosen) == 4 * 32 and set(chosen) <= {16, 32, 48, 64}
+    assert conversion.latent_ranks == list(chosen)
+    measured, _ = measured_cache(conversion.loaded.model, INPUT_IDS[:, :8])
+    assert measured == cache_values_per_token(conversion.spec, attention_shape(tiny.config)) == list(chosen)
+    assert "sensitivity-ranks" in conversion.spec.label()
+    # measured once, then read from disk: the same ranks
+    saved = list((tmp_path / "sensitivity").glob("*.json"))
+    assert len(saved) == 1 and len(json.loads(saved[0].read_text())["kl"]) == 4
+    assert convert(tiny, spec, calibration).spec.layer_ranks == chosen
+    for name, value in weights(tiny.model).items():
+        assert torch.equal(value, before[name]), f"{name} of the shared original changed"
+
+
+def test_rope_pairs_by_norm_are_the_largest_products_and_stay_exact_where_they_must(tiny, calibration):
+    spec = VariantSpec("mla", form="decoupled", latent_rank=40, rope_dims=8, merge="aligned", attn_path="absorb",
+                       rope_pairs="norm", svd="data")
+    conversion = convert(tiny, spec, calibration)
+    assert len(conversion.rope_pairs) == 4 and all(len(pairs) == 4 for pairs in conversion.rope_pairs)
+    assert any(pairs != [0, 1, 2, 3] for pairs in conversion.rope_pairs), "the norm rule chose only the highest"
+    # the rule, recomputed from real q and k on the calibration text: pair p scores Σ_h √E‖q_h,p‖² √E‖k_g(h),p‖²
+    seen = {}
+    layer = tiny.model.model.layers[1].self_attn
+    handles = [projection.register_forward_hook(lambda m, a, out, name=name: seen.setdefault(name, out))
+               for name, projection in (("q", layer.q_proj), ("k", layer.k_proj))]
+    try:
+        with torch.inference_mode():
+            for row in calibration_inputs(tiny, 512):
+                tiny.model(input_ids=row)
+    finally:
+        for handle in handles:
+            handle.remove()
+    q = seen["q"].reshape(-1, 4, 2, 8).pow(2).sum(2).mean(0).sqrt()  # (H, 8 pairs): [first half | second half]
+    k = seen["k"].reshape(-1, 2, 2, 8).pow(2).sum(2).mean(0).sqrt()  # (G, 8)
+    score = (q * k.repeat_interleave(2, dim=0)).sum(0)  # (8,)
+    assert sorted(score.topk(4).indices.tolist()) == conversion.rope_pairs[1]
+    # absorbed = naive with the chosen pairs (the shared RoPE key of 2 KV heads is lossy at any rank)
+    assert absorbed_vs_naive(conversion.loaded.model, INPUT_IDS) <= 1e-10
+    measured, _ = measured_cache(conversion.loaded.model, INPUT_IDS[:, :8])
+    assert measured == cache_values_per_token(spec, attention_shape(tiny.config)) == [40 + 8] * 4
+
+
+def test_the_refit_identity_ridge_keeps_an_exact_map_and_recovers_a_mixed_one():
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(4000, 6, generator=generator, dtype=torch.float64)  # (N, d)
+    assert torch.allclose(towards_identity(inputs, inputs), torch.eye(6, dtype=torch.float64), atol=1e-12)
+    mixing = torch.randn(6, 6, generator=generator, dtype=torch.float64)
+    fitted = towards_identity(inputs, inputs @ mixing.T, ridge=1e-6)
+    assert torch.allclose(fitted, mixing, atol=1e-4)
+
+
+def test_refit_keeps_full_rank_exact_and_brings_a_lossy_layer_closer(tiny, calibration):
+    before = weights(tiny.model)
+    exact = convert(tiny, VariantSpec("mla", latent_rank=64, svd="data", refit="output"), calibration)
+    assert exact.refit_seconds > 0
+    # the map M_h is solved from E[ô ôᵀ], whose small directions amplify float64 rounding: 1e-7, not 1e-12
+    torch.testing.assert_close(logits(exact.loaded), logits(tiny), rtol=0, atol=1e-6)
+    plain = convert(tiny, VariantSpec("mqa"), calibration)
+    refitted = convert(tiny, VariantSpec("mqa", refit="output"), calibration)
+    ids = calibration_inputs(tiny, 512)[0]  # (1, T): the text the refit read
+
+    def gap(loaded) -> float:
+        with torch.inference_mode():
+            return float((loaded.model(input_ids=ids).logits - tiny.model(input_ids=ids).logits).pow(2).mean())
+
+    assert gap(refitted.loaded) < gap(plain.loaded)
+    measured, _ = measured_cache(refitted.loaded.model, INPUT_IDS[:, :8])
+    assert measured == cache_values_per_token(refitted.spec, attention_shape(tiny.config))
+    for name, value in weights(tiny.model).items():
+        assert torch.equal(value, before[name]), f"{name} of the shared original changed"
+
+
+def test_bert_refuses_a_refit_with_a_sentence(minilm):
+    with pytest.raises(ValueError, match="outside the attention layer"):
+        convert(minilm, VariantSpec("mla", latent_rank=192, refit="output"))
