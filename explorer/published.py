@@ -44,7 +44,8 @@ PUBLISHED: tuple[dict, ...] = (
      "training": "trained from scratch", "source": f"{DEEPSEEK_V2}, Table 1 (section 2.1.4)",
      "checked": "Matches Table 1 as transcribed in several notes and the project's NOTES.md."},
     {"paper": "DeepSeek-V2", "setting": "KV cache per token, MLA", "kv_reduction": None,
-     "figure": "(d_c + d_h^R)·l ≈ 4.5·d_h·l (d_c = 512, d_h^R = 64)", "metric": "values cached per token (l layers)",
+     "figure": "(d_c + d_h^R)·l ≈ 4.5·d_h·l (d_c = 512, d_h^R = 64)",
+     "metric": "values cached per token (l layers)",
      "training": "trained from scratch", "source": f"{DEEPSEEK_V2}, Table 1 (section 2.1.4)",
      "checked": "Matches Table 1 as transcribed in several notes and the project's NOTES.md."},
     {"paper": "DeepSeek-V2", "setting": "DeepSeek-V2 against DeepSeek 67B", "kv_reduction": 0.933,
@@ -52,6 +53,11 @@ PUBLISHED: tuple[dict, ...] = (
      "training": "trained from scratch", "source": f"{DEEPSEEK_V2}, abstract",
      "checked": "Checked against the abstract's text."},
 )
+
+def sources() -> list[tuple[str, str, str]]:
+    """(paper, where the figures are printed, whether they were checked), once per paper and place."""
+    return list(dict.fromkeys((row["paper"], row["source"], row["checked"]) for row in PUBLISHED))
+
 
 OUR_METRIC = "perplexity on held-out news prose (lower is better)"
 
@@ -75,11 +81,13 @@ def our_rows(report: dict | None, uptrains: list[dict] = ()) -> list[dict]:
     original = rows_by_label.get("original")
     if original is None:
         return []
-    original_values = original["kv_values_per_token_per_layer"]["measured"]
-    tokens = report.get("eval_tokens")
+    def values(row: dict) -> float:
+        return row["kv_values_per_token_per_layer"]["measured"]
+
+    original_values, tokens = values(original), report.get("eval_tokens")
 
     def ours(compares_with: str, row: dict) -> dict:
-        return _row(compares_with, row["label"], row["kv_values_per_token_per_layer"]["measured"], original_values,
+        return _row(compares_with, row["label"], values(row), original_values,
                     row["perplexity"], row.get("perplexity_ci"), tokens, "none")
 
     def best(rows: list[dict]) -> dict:
@@ -88,10 +96,10 @@ def our_rows(report: dict | None, uptrains: list[dict] = ()) -> list[dict]:
     rows = [ours("the original of every paper", original)]
     for reduction in (0.6875, 0.8125):
         target = (1 - reduction) * original_values
-        compressed = [r for r in report["variants"] if r["kv_values_per_token_per_layer"]["measured"] < original_values]
+        compressed = [r for r in report["variants"] if values(r) < original_values]
         if compressed:
-            nearest = min(abs(r["kv_values_per_token_per_layer"]["measured"] - target) for r in compressed)
-            at_nearest = [r for r in compressed if abs(r["kv_values_per_token_per_layer"]["measured"] - target) == nearest]
+            nearest = min(abs(values(r) - target) for r in compressed)
+            at_nearest = [r for r in compressed if abs(values(r) - target) == nearest]
             rows.append(ours(f"MHA2MLA at -{reduction:.2%} KV", best(at_nearest)))
     if mqa := [r for r in report["variants"] if r["label"].startswith("mqa")]:
         rows.append(ours("GQA paper: MQA (theirs uptrained)", best(mqa)))
@@ -103,7 +111,7 @@ def our_rows(report: dict | None, uptrains: list[dict] = ()) -> list[dict]:
                              f"uptraining (the original, trained alike: {run['control']:.1f})"))
     absorbable = [r for r in report["variants"] if "decoupled" in r["label"] and "absorb" in r["label"]]
     if absorbable:
-        for values in sorted({r["kv_values_per_token_per_layer"]["measured"] for r in absorbable}):
-            at = [r for r in absorbable if r["kv_values_per_token_per_layer"]["measured"] == values]
+        for width in sorted({values(r) for r in absorbable}):
+            at = [r for r in absorbable if values(r) == width]
             rows.append(ours("DeepSeek-V2: the absorbable MLA form", best(at)))
     return rows

@@ -107,7 +107,8 @@ def test_charts_outline_kept_pairs_and_name_each_point_by_layer_and_head():
     shares = np.full((3, 8), 1 / 8)
     figure = pair_share_heatmap(shares, 2 * np.pi * 10 ** np.arange(8), [0, 1, 2, 6], "t")
     outlines = [(s.x0, s.x1) for s in figure.layout.shapes]
-    assert outlines == [(-0.5, 2.5), (5.5, 6.5)] * 3  # one rectangle per run of kept pairs, per head
+    assert outlines == [(-0.5, 2.5), (5.5, 6.5)]  # one rectangle per run of kept pairs, over the heads keeping it
+    assert [(s.y0, s.y1) for s in figure.layout.shapes] == [(-0.5, 2.5)] * 2
     with pytest.raises(ValueError, match="numbered 0 to 7"):
         pair_share_heatmap(shares, np.ones(8), [9], "t")
     js, effect = np.zeros((2, 3)), np.array([[0.0, 0.2, 0.0], [-0.5, 0.0, 0.1]])

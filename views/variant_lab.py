@@ -225,19 +225,24 @@ elif (damage := ui.damage(model_key, spec, state.text, run, converted_run)) is n
 st.subheader("Published conversions, beside ours")
 st.caption("What papers report, with where it is printed; they measure task scores after training on other models, "
            "we measure perplexity on news prose, so the two tables share no axis.")
-st.dataframe(pd.DataFrame(published.PUBLISHED), hide_index=True, column_config={
-    "kv_reduction": st.column_config.NumberColumn("KV cut", format="percent"), "figure": "Published figure",
-    "checked": "Checked against the source?"})
+st.dataframe(pd.DataFrame(published.PUBLISHED), hide_index=True,
+             column_order=["paper", "setting", "kv_reduction", "figure", "training", "metric"], column_config={"paper": "Paper", "setting": "Setting", "figure": "Published figure", "metric": "Metric",
+                            "kv_reduction": st.column_config.NumberColumn("KV cut", format="percent"),
+                            "training": "Training"})
+st.markdown("\n".join(f"- **{paper}**: {source}. {checked}" for paper, source, checked in published.sources()))
 ours = published.our_rows(report, committed.uptrain_rows())
-st.markdown(f"**Ours**, from the committed results of {original.entry.label}: {published.OUR_METRIC}, a different "
-            "metric, and no training unless the row says so.")
-st.dataframe(pd.DataFrame(ours), hide_index=True, column_config={
+st.markdown(f"**Ours**, from the committed results of {original.entry.label}: {published.OUR_METRIC} on "
+            f"{(report or {}).get('eval_tokens', 0):,} tokens, a different metric, and no training unless the row "
+            "says so.")
+st.dataframe(pd.DataFrame(ours), hide_index=True, column_order=[
+    "compares_with", "kv_values_per_token_per_layer", "kv_reduction", "perplexity", "perplexity_ci_low",
+    "perplexity_ci_high", "training", "variant"], column_config={
+    "compares_with": "Compares with", "variant": "Our variant", "training": "Training",
     "kv_values_per_token_per_layer": st.column_config.NumberColumn("KV values / token / layer", format="%.0f"),
     "kv_reduction": st.column_config.NumberColumn("KV cut", format="percent"),
     "perplexity": st.column_config.NumberColumn("Perplexity", format="%.1f"),
     "perplexity_ci_low": st.column_config.NumberColumn("95% low", format="%.1f"),
-    "perplexity_ci_high": st.column_config.NumberColumn("95% high", format="%.1f"),
-    "eval_tokens": st.column_config.NumberColumn("Held-out tokens")})
+    "perplexity_ci_high": st.column_config.NumberColumn("95% high", format="%.1f")})
 ui.downloads("published", {"csv": export.table_csv([*published.PUBLISHED, *ours]),
                            "json": export.table_json([*published.PUBLISHED, *ours])})
 ui.share_link()

@@ -21,6 +21,18 @@ def _runs(pairs: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def _blocks(kept: Sequence[Sequence[int]]) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """Consecutive rows that keep the same pairs, as (first row, last row, runs of pairs): one outline each."""
+    blocks: list[tuple[int, int, list[tuple[int, int]]]] = []
+    for row, pairs in enumerate(kept):
+        runs = _runs(pairs)
+        if blocks and blocks[-1][2] == runs:
+            blocks[-1] = (blocks[-1][0], row, runs)
+        else:
+            blocks.append((row, row, runs))
+    return blocks
+
+
 def _check_kept(kept: Sequence[Sequence[int]], rows: int, pairs: int) -> None:
     if len(kept) != rows:
         raise ValueError(f"Give the kept pairs of each of the {rows} rows; got {len(kept)}.")
@@ -46,17 +58,18 @@ def _share_heatmap(shares: np.ndarray, row_labels: list[str], wavelengths: np.nd
         hovertemplate=f"%{{customdata[0]}}, pair %{{x}}<br>one turn every %{{customdata[1]}} tokens<br>"
                       "%{z:.1f}% of |q·k| (%{customdata[2]})<extra></extra>",
     ))
-    for row, row_pairs in enumerate(kept):
-        for first, last in _runs(row_pairs):
-            figure.add_shape(type="rect", x0=first - 0.5, x1=last + 0.5, y0=row - 0.5, y1=row + 0.5,
+    for top, bottom, runs in _blocks(kept):
+        for first, last in runs:
+            figure.add_shape(type="rect", x0=first - 0.5, x1=last + 0.5, y0=top - 0.5, y1=bottom + 0.5,
                              line=dict(color=KEPT_COLOUR, width=2), fillcolor="rgba(0,0,0,0)")
     figure.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=KEPT_COLOUR, width=2),
                                 name="pairs the decoupled form keeps RoPE on"))
     figure.update_layout(
         title=dict(text=title, x=0, xanchor="left", font=dict(size=14)), height=max(260, 60 + 16 * rows),
-        margin=dict(l=10, r=10, t=40, b=60), plot_bgcolor="white",
-        legend=dict(orientation="h", yanchor="top", y=-0.22, x=0), showlegend=True,
-        xaxis=dict(title="rotary pair (0 = highest frequency)", dtick=4 if pairs > 16 else 1, range=[-0.5, pairs - 0.5]),
+        margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white", showlegend=True,
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"),
+        xaxis=dict(title="rotary pair (0 = highest frequency)", dtick=4 if pairs > 16 else 1,
+                   range=[-0.5, pairs - 0.5]),
         yaxis=dict(title=row_name, tickvals=list(range(rows)), ticktext=row_labels, autorange="reversed",
                    range=[-0.5, rows - 0.5]),
     )
