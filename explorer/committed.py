@@ -46,6 +46,7 @@ def uptrain_rows(folder: Path | str | None = None) -> list[dict]:
         after = report["variant_after"]["perplexity"]
         rows.append({
             "run": path.stem.removeprefix("uptrain-"),
+            "model": report.get("model"),
             **run_label(report),
             "training_tokens": report.get("settings", {}).get("tokens"),
             "after": after,

@@ -92,6 +92,9 @@ class ViewState:
     top_p: float = 1.0  # sample from the smallest set of tokens holding this much probability (1: all)
     seed: int = 0  # seeds the sampler
     horizon: int = 131_072  # context length the cache chart extends to (formula beyond what was measured)
+    # variant lab, what a conversion hurts (issue 21): the RoPE frequency view and the damage view
+    rope_text: str = "prose"  # text the rotary pairs are measured on: calibration prose, or the lab's text
+    damage_rank: str = "js"  # damage table order: by attention moved (js) or by |loss effect| (loss)
 
 
 # name -> (smallest, largest) accepted for whole-number parameters
@@ -142,6 +145,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "voice": VOICES,
     "under": ("waveform", "spectrogram"),
 }
+CHOICES.update({"rope_text": ("prose", "text"), "damage_rank": ("js", "loss")})  # variant lab, issue 21's views
 
 
 def parse_query(params: Mapping[str, str]) -> tuple[ViewState, list[str]]:

@@ -4,11 +4,15 @@ and see what changes and what it costs."""
 import pandas as pd
 import streamlit as st
 
-from explorer import export, lab, ui, uptrain, uptrain_report
+from explorer import committed, export, lab, published, ui, uptrain, uptrain_report
 from explorer.charts.attention import head_heatmap
+from explorer.charts.damage import damage_scatter
+from explorer.charts.rope import layer_share_heatmap, pair_share_heatmap
 from explorer.charts.variants import (
     encoder_frontier_figure, energy_bars, frontier_figure, loss_curves, similarity_heatmap,
 )
+from explorer.damage import checks_sentence
+from explorer.rope_shares import decoupled_pairs, kept_sentence
 from explorer.stats import group_similarity, pattern_similarity
 from explorer.variants import attention_shape
 
@@ -168,4 +172,79 @@ if pair is not None:
                               f"After {training.tokens:,} tokens of uptraining"), key="uptrain-after",
                  numbers=export.heads(uptrained_run.attentions[layer, head], run.tokens, variant=spec.label(),
                                       uptrain_tokens=training.tokens, layer=layer, head=head))
+
+st.subheader("Which rotary frequencies carry q·k")
+st.caption("For each head of the original model, the share of |q·k| that each rotary pair carries: the mean "
+           "|contribution| of the pair over every (query, key) pair the head may attend to, divided by the sum over "
+           "pairs. Pair 0 turns fastest.")
+if (shares := ui.rope_shares(model_key, ui.rope_source(), state.text)) is not None:
+    kept = decoupled_pairs(run.num_layers, spec.rope_dims)
+    ui.chart(pair_share_heatmap(shares.shares[layer], shares.wavelengths[layer], kept[layer],
+                                f"Layer {layer}: share of |q·k| per rotary pair, by head"), key="rope-layer",
+             numbers=export.LabelledArray(shares.shares[layer], {"head": [f"H{h}" for h in range(run.num_heads)],
+                                          "pair": [f"P{p}" for p in range(shares.shares.shape[-1])]},
+                                          "share of |q·k|", {"layer": layer, "kept_pairs": kept[layer],
+                                                             "text": shares.source, "tokens": shares.num_tokens}))
+    mean_shares = shares.shares.mean(axis=1)  # (L, P): the mean over each layer's heads
+    ui.chart(layer_share_heatmap(mean_shares, shares.wavelengths, kept, "Every layer: share of |q·k| per rotary "
+                                 "pair, mean over heads"), key="rope-layers",
+             numbers=export.LabelledArray(mean_shares, {"layer": [f"L{i}" for i in range(len(mean_shares))],
+                                          "pair": [f"P{p}" for p in range(mean_shares.shape[-1])]},
+                                          "share of |q·k|, mean over heads", {"kept_pairs": kept,
+                                                                              "text": shares.source}))
+    st.caption(kept_sentence(shares, kept, spec.rope_dims, spec.form == "decoupled"))
+
+st.subheader("Which heads the conversion hurts")
+st.caption("Every head, by how far its attention moved on the text (Jensen-Shannon divergence between original and "
+           "converted rows, mean over queries) and by what its change alone costs the loss (first-order estimate). "
+           "Click a head to see it before and after.")
+if spec.variant == "original":
+    st.info("Choose a variant above to see which heads it changes.")
+elif (damage := ui.damage(model_key, spec, state.text, run, converted_run)) is not None:
+    ui.chart(damage_scatter(damage.js, damage.loss_effect, f"{spec.label()}: every head, attention moved against "
+                            "loss effect", selected=(layer, head)), key="damage",
+             numbers=export.Table(damage.ranked("js", top=damage.js.size), {"variant": spec.label(),
+                                                                            "tokens": damage.num_tokens}),
+             on_select=lambda: ui.select_head_on_click("damage"))
+    ranked = damage.ranked(ui.damage_order())
+    st.dataframe(pd.DataFrame(ranked).drop(columns=["layer", "head_index"]), hide_index=True, column_config={
+        "rank": "Rank", "head": "Head",
+        "js_bits": st.column_config.NumberColumn("Attention moved (JS, bits)", format="%.3f"),
+        "loss_estimate_nats": st.column_config.NumberColumn("Loss effect, estimate (nats)", format="%+.4f"),
+        "loss_patched_nats": st.column_config.NumberColumn("Loss effect, patched (nats)", format="%+.4f"),
+    })
+    st.caption(checks_sentence(damage))
+    before, after = st.columns(2)
+    with before:
+        ui.chart(head_heatmap(run.attentions[layer, head], run.tokens, f"Before: layer {layer}, head {head}"),
+                 key="damage-original", numbers=export.heads(run.attentions[layer, head], run.tokens,
+                                                             variant="original", layer=layer, head=head))
+    with after:
+        ui.chart(head_heatmap(converted_run.attentions[layer, head], run.tokens, f"After: layer {layer}, head {head}"),
+                 key="damage-converted", numbers=export.heads(converted_run.attentions[layer, head], run.tokens,
+                                                              variant=spec.label(), layer=layer, head=head))
+
+st.subheader("Published conversions, beside ours")
+st.caption("What papers report, with where it is printed; they measure task scores after training on other models, "
+           "we measure perplexity on news prose, so the two tables share no axis.")
+st.dataframe(pd.DataFrame(published.PUBLISHED), hide_index=True,
+             column_order=["paper", "setting", "kv_reduction", "figure", "training", "metric"], column_config={"paper": "Paper", "setting": "Setting", "figure": "Published figure", "metric": "Metric",
+                            "kv_reduction": st.column_config.NumberColumn("KV cut", format="percent"),
+                            "training": "Training"})
+st.markdown("\n".join(f"- **{paper}**: {source}. {checked}" for paper, source, checked in published.sources()))
+ours = published.our_rows(report, committed.uptrain_rows())
+st.markdown(f"**Ours**, from the committed results of {original.entry.label}: {published.OUR_METRIC} on "
+            f"{(report or {}).get('eval_tokens', 0):,} tokens, a different metric, and no training unless the row "
+            "says so.")
+st.dataframe(pd.DataFrame(ours), hide_index=True, column_order=[
+    "compares_with", "kv_values_per_token_per_layer", "kv_reduction", "perplexity", "perplexity_ci_low",
+    "perplexity_ci_high", "training", "variant"], column_config={
+    "compares_with": "Compares with", "variant": "Our variant", "training": "Training",
+    "kv_values_per_token_per_layer": st.column_config.NumberColumn("KV values / token / layer", format="%.0f"),
+    "kv_reduction": st.column_config.NumberColumn("KV cut", format="percent"),
+    "perplexity": st.column_config.NumberColumn("Perplexity", format="%.1f"),
+    "perplexity_ci_low": st.column_config.NumberColumn("95% low", format="%.1f"),
+    "perplexity_ci_high": st.column_config.NumberColumn("95% high", format="%.1f")})
+ui.downloads("published", {"csv": export.table_csv([*published.PUBLISHED, *ours]),
+                           "json": export.table_json([*published.PUBLISHED, *ours])})
 ui.share_link()

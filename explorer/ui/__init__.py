@@ -6,6 +6,7 @@
 - `layout`: a chart with its exports beneath it, explanations beside it;
 - `lab`: the variant lab's conversions, quality and controls;
 - `uptraining`: the lab's uptraining section;
+- `lab_views`: the lab's views of what a conversion hurts: rotary frequencies and damaged heads;
 - `committed`: committed uptraining runs of every device, side by side.
 - `hearing`: what Whisper hears: the clip, the cached run, words that play their span.
 - `generate`: the generate page's controls, live run and context chart.
@@ -60,6 +61,7 @@ _LAZY = {
     **dict.fromkeys(["uptrain_controls", "uptrained_pair", "uptrained_quality", "uptrained_run"],
                     "explorer.ui.uptraining"),
     "committed_uptraining": "explorer.ui.committed",
+    **dict.fromkeys(["damage", "damage_order", "rope_shares", "rope_source"], "explorer.ui.lab_views"),
     **dict.fromkeys(["context_chart", "generate_controls", "run_generation", "show_generation"], "explorer.ui.generate"),
     **dict.fromkeys(["audio_for", "get_hearing", "is_whisper", "word_player"], "explorer.ui.hearing"),
 }
