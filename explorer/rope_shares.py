@@ -142,7 +142,8 @@ def prose_ids(loaded: LoadedModel, num_tokens: int = ROPE_TOKENS) -> torch.Tenso
 
 
 def decoupled_pairs(num_layers: int, rope_dims: int) -> list[list[int]]:
-    """The pairs the decoupled form keeps RoPE on, per layer: today the `rope_dims / 2` highest-frequency ones."""
+    """The pairs the decoupled form keeps RoPE on by default, per layer: the `rope_dims / 2` highest-frequency ones
+    (a conversion with `rope_pairs="norm"` reports its own choice in `Conversion.rope_pairs`)."""
     return [list(range(rope_dims // 2)) for _ in range(num_layers)]
 
 

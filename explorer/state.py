@@ -50,7 +50,7 @@ class ViewState:
     svd: str = "data"  # MLA: latent from the weights (plain) or from K/V outputs on calibration text (data)
     weighting: str = "none"  # MLA: K/V weighted by their queries and the output projection before the SVD
     ranks: str = "uniform"  # MLA: the same latent rank in every layer, or per layer by measured sensitivity
-    rope_pairs: str = "highest"  # decoupled MLA: RoPE pairs kept, the highest frequencies or by q/k norm
+    rope_pairs: str = "highest"  # decoupled MLA: RoPE pairs kept: highest frequencies, by q/k norm, or by rotation
     refit: str = "none"  # MLA: output projections refitted by least squares on calibration text ("output")
     uptrain_tokens: int | None = None  # uptraining budget in tokens (None: the lab's default budget)
     uptrain_scope: str = "attention"  # what uptraining trains: the attention weights only, or all weights
@@ -138,14 +138,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "svd": ("plain", "data"),
     "weighting": ("none", "query-output"),
     "ranks": ("uniform", "sensitivity"),
-    "rope_pairs": ("highest", "norm"),
+    "rope_pairs": ("highest", "norm", "rotation"),
     "refit": ("none", "output"),
     "uptrain_scope": ("attention", "all"),
     "audio": ("speech", "microphone", "upload"),
     "voice": VOICES,
     "under": ("waveform", "spectrogram"),
 }
-CHOICES.update({"rope_text": ("prose", "text"), "damage_rank": ("js", "loss")})  # variant lab, issue 21's views
+CHOICES.update({"rope_text": ("prose", "text"), "damage_rank": ("js", "loss")})  # the variant lab's frequency and damage views
 
 
 def parse_query(params: Mapping[str, str]) -> tuple[ViewState, list[str]]:

@@ -178,7 +178,7 @@ st.caption("For each head of the original model, the share of |q·k| that each r
            "|contribution| of the pair over every (query, key) pair the head may attend to, divided by the sum over "
            "pairs. Pair 0 turns fastest.")
 if (shares := ui.rope_shares(model_key, ui.rope_source(), state.text)) is not None:
-    kept = decoupled_pairs(run.num_layers, spec.rope_dims)
+    kept = conversion.rope_pairs or decoupled_pairs(run.num_layers, spec.rope_dims)  # the pairs it chose, if any
     ui.chart(pair_share_heatmap(shares.shares[layer], shares.wavelengths[layer], kept[layer],
                                 f"Layer {layer}: share of |q·k| per rotary pair, by head"), key="rope-layer",
              numbers=export.LabelledArray(shares.shares[layer], {"head": [f"H{h}" for h in range(run.num_heads)],

@@ -33,8 +33,8 @@ def variant_options(parser) -> None:
                         help="mla: weigh keys by their queries and values by the output projection before the SVD")
     parser.add_argument("--rank-allocation", default="uniform", choices=["uniform", "sensitivity"],
                         help="mla: the same rank in every layer, or ranks per layer from measured sensitivity")
-    parser.add_argument("--rope-pairs", default="highest", choices=["highest", "norm"],
-                        help="mla decoupled: RoPE pairs kept, the highest frequencies or by their q/k 2-norms")
+    parser.add_argument("--rope-pairs", default="highest", choices=["highest", "norm", "rotation"],
+                        help="mla decoupled: RoPE pairs kept: the highest frequencies, by their q/k 2-norms, or by norm times how far they turn")
     parser.add_argument("--refit", default="none", choices=["none", "output"],
                         help="mla: refit each layer's output projection by least squares on calibration text")
 

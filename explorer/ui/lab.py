@@ -275,9 +275,11 @@ def conversion_methods(variant: str, form: str, family_name: str) -> dict[str, s
                 format_func={"uniform": "the same in every layer",
                              "sensitivity": "by measured sensitivity (same total; 1-3 min the first time)"}.get)
             if form == "decoupled":
+                pairs = ["highest", "norm", "rotation"]
                 methods["rope_pairs"] = right.radio(
-                    "RoPE pairs kept", ["highest", "norm"], index=["highest", "norm"].index(state.rope_pairs),
-                    format_func={"highest": "highest frequencies", "norm": "largest ‖q‖·‖k‖ (MHA2MLA)"}.get)
+                    "RoPE pairs kept", pairs, index=pairs.index(state.rope_pairs),
+                    format_func={"highest": "highest frequencies", "norm": "largest ‖q‖·‖k‖ (MHA2MLA)",
+                                 "rotation": "largest ‖q‖·‖k‖ × how far they turn"}.get)
         if family_name != "BERT":
             methods["refit"] = left.radio(
                 "Output projection", ["none", "output"], index=["none", "output"].index(state.refit),

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from explorer.loading import cache_dir
-from explorer.variants.calibrate import Calibration, calibration_inputs
+from explorer.variants.calibrate import calibration_inputs
 from explorer.variants.families import family_of
 from explorer.variants.spec import VariantSpec, attention_shape
 
@@ -52,39 +53,41 @@ def rank_step(spec: VariantSpec) -> int:
 
 
 @torch.inference_mode()
-def measure_sensitivity(loaded, spec: VariantSpec, calibration: Calibration, progress=None) -> Sensitivity:
-    """Convert one layer at a time at every candidate rank (on one copy, the others at `spec.latent_rank`) and
-    measure the KL from the original on `SENSITIVITY_TOKENS` calibration tokens. `progress(share)` hears how far."""
-    from explorer.variants.convert import convert  # convert imports this module
-
+def measure_sensitivity(loaded, spec: VariantSpec, converted_at: Callable[[int], torch.nn.Module],
+                        progress=None) -> Sensitivity:
+    """Swap one layer at a time to every candidate rank (into a copy whose other layers sit at `spec.latent_rank`)
+    and measure the KL from the original on `SENSITIVITY_TOKENS` calibration tokens. `converted_at(rank)` is the
+    model converted with `spec`'s settings at one uniform rank; `progress(share)` hears how far it has got."""
     started = time.perf_counter()
     shape = attention_shape(loaded.config, loaded.entry.label)
     ranks = candidate_ranks(_full_rank(spec, shape), rank_step(spec))
-    base = dataclasses.replace(spec, rank_allocation="uniform", refit="none", layer_ranks=None)
-    rows = calibration_inputs(loaded, SENSITIVITY_TOKENS)[:1]  # (1, T)
-    original_logp = F.log_softmax(loaded.model(input_ids=rows[0].to(loaded.device)).logits.float(), -1)
-    per_rank = {rank: convert(loaded, dataclasses.replace(base, latent_rank=rank), calibration) for rank in ranks}
-    working = per_rank[spec.latent_rank] if spec.latent_rank in per_rank else convert(loaded, base, calibration)
+    ids = calibration_inputs(loaded, SENSITIVITY_TOKENS)[0].to(loaded.device)  # (1, T)
+    original_logp = F.log_softmax(loaded.model(input_ids=ids).logits.float(), -1)  # (1, T, V)
     family = family_of(loaded.config, loaded.entry.label)
-    slots = family.attention_slots(working.loaded.model)
+    layers_at = {rank: family.attention_modules(converted_at(rank)) for rank in ranks if rank != spec.latent_rank}
+    working = converted_at(spec.latent_rank)  # every layer at the base rank; one slot at a time is swapped
 
     def kl() -> float:
-        logp = F.log_softmax(working.loaded.model(input_ids=rows[0].to(loaded.device)).logits.float(), -1)
+        logp = F.log_softmax(working(input_ids=ids).logits.float(), -1)  # (1, T, V)
         return float(F.kl_div(logp, original_logp, log_target=True, reduction="none").sum(-1).mean())
 
     base_kl = kl()
     table = []
+    slots = family.attention_slots(working)
     for index, (parent, name) in enumerate(slots):
         base_layer = getattr(parent, name)
         row = []
         for rank in ranks:
-            setattr(parent, name, family.attention_modules(per_rank[rank].loaded.model)[index])
+            if rank == spec.latent_rank:  # this layer at the base rank: the base model, measured once above
+                row.append(base_kl)
+                continue
+            setattr(parent, name, layers_at[rank][index])
             row.append(kl())
-        setattr(parent, name, base_layer)
+            setattr(parent, name, base_layer)
         table.append(row)
         if progress is not None:
             progress((index + 1) / len(slots))
-    return Sensitivity(ranks, table, spec.latent_rank, base_kl, rows[0].numel(), time.perf_counter() - started)
+    return Sensitivity(ranks, table, spec.latent_rank, base_kl, ids.numel(), time.perf_counter() - started)
 
 
 def _full_rank(spec: VariantSpec, shape) -> int:
@@ -122,22 +125,23 @@ def _gcd(values: list[int]) -> int:
     return unit
 
 
-def cached_sensitivity(loaded, spec: VariantSpec, calibration: Calibration, progress=None) -> Sensitivity:
-    """`measure_sensitivity`, kept on disk per model and settings (it takes a minute or two on a CPU)."""
+def cached_sensitivity(loaded, spec: VariantSpec, converted_at, progress=None) -> Sensitivity:
+    """`measure_sensitivity`, kept on disk per model and settings (it takes minutes on a CPU)."""
     key = "-".join(str(part) for part in (
-        loaded.entry.key, spec.form, spec.latent_rank, spec.rope_dims, spec.svd, spec.weighting, spec.balance_kv,
-        spec.merge, spec.calibration_tokens, SENSITIVITY_TOKENS, str(loaded.model.dtype).removeprefix("torch."),
+        loaded.entry.key, spec.form, spec.latent_rank, spec.rope_dims, spec.rope_pairs, spec.svd, spec.weighting,
+        spec.balance_kv, spec.merge, spec.calibration_tokens, SENSITIVITY_TOKENS,
+        str(loaded.model.dtype).removeprefix("torch."),
     ))
     path = cache_dir() / "sensitivity" / f"{key}.json"
     if path.exists():
         return Sensitivity(**json.loads(path.read_text()))
-    sensitivity = measure_sensitivity(loaded, spec, calibration, progress)
+    sensitivity = measure_sensitivity(loaded, spec, converted_at, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dataclasses.asdict(sensitivity)))
     return sensitivity
 
 
-def allocated_ranks(loaded, spec: VariantSpec, calibration: Calibration, progress=None) -> list[int]:
+def allocated_ranks(loaded, spec: VariantSpec, converted_at, progress=None) -> list[int]:
     """The latent rank of each layer for `spec`'s total budget (latent_rank per layer on average), by sensitivity."""
-    sensitivity = cached_sensitivity(loaded, spec, calibration, progress)
+    sensitivity = cached_sensitivity(loaded, spec, converted_at, progress)
     return allocate(sensitivity.layer_costs(), sensitivity.ranks, spec.latent_rank * len(sensitivity.kl))

@@ -24,6 +24,9 @@ from explorer.variants.refit import refit_outputs
 from explorer.variants.spec import AttentionShape, VariantSpec, attention_shape, check_mla, target_kv_heads
 
 
+ROTATION_CONTEXT = 512  # distances the rotation rule averages over: the calibration sequences' length
+
+
 @dataclass
 class Conversion:
     """A converted copy of a model, and what the conversion did."""
@@ -71,7 +74,12 @@ def convert(loaded: LoadedModel, spec: VariantSpec, calibration: Calibration | N
         calibration = calibrate(loaded, spec.calibration_tokens)
         calibration_seconds = calibration.seconds
     if spec.variant == "mla" and spec.rank_allocation == "sensitivity" and spec.layer_ranks is None:
-        spec = dataclasses.replace(spec, layer_ranks=tuple(allocated_ranks(loaded, spec, calibration)))
+        uniform = dataclasses.replace(spec, rank_allocation="uniform", refit="none")
+
+        def converted_at(rank: int) -> torch.nn.Module:
+            return convert(loaded, dataclasses.replace(uniform, latent_rank=rank), calibration).loaded.model
+
+        spec = dataclasses.replace(spec, layer_ranks=tuple(allocated_ranks(loaded, spec, converted_at)))
         ranks = check_mla(spec, shape)
 
     started = time.perf_counter()
@@ -84,7 +92,8 @@ def convert(loaded: LoadedModel, spec: VariantSpec, calibration: Calibration | N
         weights = family.read(attn, shape)
         if spec.variant == "mla":
             latent_moment = moment if spec.svd == "data" else _identity(hidden)
-            pairs = rope_pairs_of(weights, shape, spec, moment)
+            rope = family.rope(model, i)
+            pairs = rope_pairs_of(weights, shape, spec, moment, rope[0] if rope is not None else None)
             latent, energy, rope_energy = to_mla(weights, shape, spec, ranks[i], latent_moment, moment, pairs)
             mla = MLAConfig(shape.heads, shape.kv_heads, shape.head_dim, ranks[i], latent.k_pe.shape[0], spec.form,
                             spec.attn_path, tuple(pairs))
@@ -206,11 +215,13 @@ def aligned_values(member_values: torch.Tensor, moment: torch.Tensor) -> tuple[t
     return top.T @ stacked, top.view(m, d, d)  # (d, D), (m, d, d)
 
 
-def rope_pairs_of(w: HeadWeights, shape: AttentionShape, spec: VariantSpec, moment) -> list[int]:
+def rope_pairs_of(w: HeadWeights, shape: AttentionShape, spec: VariantSpec, moment, inv_freq=None) -> list[int]:
     """The RoPE pairs the decoupled form keeps in this layer (empty: the highest frequencies, pairs 0, 1, ...).
 
-    By norm (MHA2MLA's 2-norm rule, one choice for the layer's one shared key): pair p scores
-    Σ_h √E‖q_{h,p}‖² · √E‖k_{g(h),p}‖², an upper bound on how much of q·k it can carry, measured on calibration text.
+    One choice for the layer's one shared key, from calibration text. By norm (MHA2MLA's 2-norm rule): pair p
+    scores Σ_h √E‖q_{h,p}‖² · √E‖k_{g(h),p}‖², a bound on how much of q·k it can carry. By rotation: that bound
+    times the mean |2 sin(θ_p Δ / 2)| over distances Δ = 0 … 511, a bound on how much of q·k changes when the pair
+    stops rotating (a slow pair barely turns over a context, so losing its rotation costs little).
     """
     if spec.variant != "mla" or spec.form != "decoupled" or spec.rope_pairs == "highest":
         return []
@@ -223,6 +234,10 @@ def rope_pairs_of(w: HeadWeights, shape: AttentionShape, spec: VariantSpec, mome
 
     query, key = pair_norms(w.wq), pair_norms(w.wk)  # (H, hd/2), (G, hd/2)
     score = (query * key.repeat_interleave(H // G, dim=0)).sum(0)  # (hd/2,)
+    if spec.rope_pairs == "rotation":
+        distances = torch.arange(ROTATION_CONTEXT, dtype=torch.float64)  # (Δ,)
+        turned = (2 * torch.sin(inv_freq.double()[:, None] * distances[None] / 2)).abs().mean(1)  # (hd/2,)
+        score = score * turned
     return sorted(score.topk(spec.rope_dims // 2).indices.tolist())
 
 

@@ -41,8 +41,9 @@ class VariantSpec:
     # W_UK into the query and W_UV into the output and attend over the latent itself
     rank_allocation: Literal["uniform", "sensitivity"] = "uniform"  # the same latent rank in every layer, or
     # ranks per layer chosen from each layer's measured sensitivity, for the same total cache (`variants.allocate`)
-    rope_pairs: Literal["highest", "norm"] = "highest"  # decoupled only: which RoPE pairs keep rotation, the
-    # highest frequencies, or per layer the pairs with the largest ‖q_p‖·‖k_p‖ on calibration text (MHA2MLA)
+    rope_pairs: Literal["highest", "norm", "rotation"] = "highest"  # decoupled only: which RoPE pairs keep
+    # rotation: the highest frequencies; per layer the largest ‖q_p‖·‖k_p‖ on calibration text (MHA2MLA's 2-norm);
+    # or that norm times how far the pair turns over a context (what losing its rotation would change)
     refit: Literal["none", "output"] = "none"  # mla: refit each layer's output projection by least squares so the
     # layer reproduces the original's attention output on calibration text (`variants.refit`)
     # calibration (data-aware SVD, aligned merges, sensitivity and refits)
@@ -57,8 +58,8 @@ class VariantSpec:
             return f"{self.variant} kv={heads} {self.merge}"
         rank = f"r={self.latent_rank}" if self.layer_ranks is None else f"r~{self.mean_rank():.0f}/layer"
         rope = f" rope={self.rope_dims} {self.merge} {self.attn_path}" if self.form == "decoupled" else ""
-        if self.form == "decoupled" and self.rope_pairs == "norm":
-            rope = rope.replace(f"rope={self.rope_dims}", f"rope={self.rope_dims} by-norm")
+        if self.form == "decoupled" and self.rope_pairs != "highest":
+            rope = rope.replace(f"rope={self.rope_dims}", f"rope={self.rope_dims} by-{self.rope_pairs}")
         balance = "" if self.balance_kv else " unbalanced"
         balance += " qo-weighted" if self.weighting == "query-output" else ""
         balance += " sensitivity-ranks" if self.rank_allocation == "sensitivity" else ""
@@ -72,7 +73,7 @@ class VariantSpec:
     def uses_calibration(self) -> bool:
         if self.variant == "mla":
             return (self.svd == "data" or (self.form == "decoupled" and (self.merge == "aligned"
-                                                                          or self.rope_pairs == "norm"))
+                                                                          or self.rope_pairs != "highest"))
                     or self.rank_allocation == "sensitivity")
         return self.variant in ("gqa", "mqa") and self.merge == "aligned"
 
