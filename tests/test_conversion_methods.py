@@ -155,3 +155,28 @@ def test_refit_keeps_full_rank_exact_and_brings_a_lossy_layer_closer(tiny, calib
 def test_bert_refuses_a_refit_with_a_sentence(minilm):
     with pytest.raises(ValueError, match="outside the attention layer"):
         convert(minilm, VariantSpec("mla", latent_rank=192, refit="output"))
+
+
+def test_truncation_aware_whitening_is_the_data_aware_latent(smollm2):
+    """SVD-LLM's truncation-aware whitening (SVD of W·S with S Sᵀ = E[x xᵀ], truncated, then ·S⁻¹) gives the same
+    rank-r K/V projection as the data-aware PCA this project uses (top eigenvectors of W E[x xᵀ] Wᵀ): both minimise
+    E‖(W − Ŵ) x‖². So it is not a separate option; checked here on a real SmolLM2 layer's keys and values."""
+    from explorer.variants.calibrate import calibrate as run_calibration
+    from explorer.variants.convert import _nope_index, latent_spectrum
+    from explorer.variants.families import family_of
+
+    moment = run_calibration(smollm2, 512).input_moments[3]  # (D, D)
+    family = family_of(smollm2.config)
+    shape = attention_shape(smollm2.config)
+    w = family.read(family.attention_modules(smollm2.model)[3], shape)
+    spec = VariantSpec("mla", latent_rank=96, svd="data", balance_kv=False)
+    nope = _nope_index(shape.head_dim, torch.zeros(0, dtype=torch.long))
+    weighted, _, _, eigenvectors = latent_spectrum(w.wq, w.wk, w.wv, w.wo, spec, shape.kv_heads, nope, moment)
+    top = eigenvectors[:, :96]  # (n, r)
+    ours = top @ top.T @ weighted  # (n, D): the rank-r K/V map the latent keeps
+    whitening = torch.linalg.cholesky(moment + 1e-10 * torch.eye(len(moment), dtype=moment.dtype))  # (D, D)
+    u, s, vh = torch.linalg.svd(weighted @ whitening, full_matrices=False)
+    theirs = (u[:, :96] * s[:96]) @ vh[:96] @ torch.linalg.inv(whitening)  # (n, D)
+    error = lambda approx: torch.einsum("nd,de,ne->", weighted - approx, moment, weighted - approx)
+    assert float(error(ours)) == pytest.approx(float(error(theirs)), rel=1e-6)
+    assert torch.allclose(ours, theirs, atol=1e-6 * float(weighted.abs().max()))

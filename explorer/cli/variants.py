@@ -15,6 +15,9 @@ def add(commands) -> None:
                                "at least 4); every figure comes with its 95%% interval")
     variants.add_argument("--output", help="also write the JSON report to this file")
     variants.add_argument("--json", action="store_true")
+    variants.add_argument("--set", default="report", choices=["report", "refined"],
+                          help="report: every variant the model's shape allows; refined: the training-free "
+                               "refinements of MLA at half of SmolLM2's cache, each beside what it refines")
     variants.add_argument("--variant", choices=["gqa", "mqa", "mla", "mha"],
                           help="measure the original and this one variant (its settings below) instead of the "
                                "report's whole list")
@@ -50,7 +53,9 @@ def run_variants(args) -> int:
             write_report({"model": args.model, "unfinished": True, "eval_tokens": args.tokens, "variants": rows},
                           argparse.Namespace(output=args.output, json=False))
 
-    specs = None
+    from explorer.variants.report import SPEC_SETS
+
+    specs = SPEC_SETS[args.set]
     if args.variant:
         from explorer.variants import VariantSpec
 

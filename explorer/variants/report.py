@@ -69,6 +69,27 @@ REPORT_SPECS: tuple[VariantSpec, ...] = (
 )
 
 
+# The training-free refinements at half of SmolLM2's cache (192 values per token and layer), each beside the
+# conversion it refines, then the best naive recipe at a third and two thirds of the cache for the frontier.
+_QO = {"svd": "data", "weighting": "query-output"}
+_DEEPSEEK = {"form": "decoupled", "latent_rank": 160, "rope_dims": 32, "merge": "aligned", "attn_path": "absorb"}
+REFINED_SPECS: tuple[VariantSpec, ...] = (
+    VariantSpec("original"),
+    VariantSpec("mla", latent_rank=192, **_QO),
+    VariantSpec("mla", latent_rank=192, refit="output", **_QO),
+    VariantSpec("mla", latent_rank=192, rank_allocation="sensitivity", **_QO),
+    VariantSpec("mla", latent_rank=192, rank_allocation="sensitivity", refit="output", **_QO),
+    VariantSpec("mla", **_DEEPSEEK),
+    VariantSpec("mla", rope_pairs="norm", **_DEEPSEEK),
+    VariantSpec("mla", rope_pairs="rotation", **_DEEPSEEK),
+    VariantSpec("mla", refit="output", **_DEEPSEEK),
+    VariantSpec("mla", rope_pairs="rotation", refit="output", **_DEEPSEEK),
+    VariantSpec("mla", latent_rank=256, refit="output", **_QO),
+    VariantSpec("mla", latent_rank=128, refit="output", **_QO),
+)
+SPEC_SETS = {"report": None, "refined": REFINED_SPECS}  # what `python -m explorer variants --set` measures
+
+
 def report_specs(shape: AttentionShape, model_type: str) -> tuple[VariantSpec, ...]:
     """The variants worth measuring for a model: SmolLM2's full list, or one sized to another model's heads.
 
