@@ -93,14 +93,23 @@ def spec_from_view(
 
 
 def committed_report(model_key: str, device: str = "cpu") -> dict | None:
-    """The committed `python -m explorer variants` report for a model, if one was run and saved."""
+    """The committed `python -m explorer variants` report for a model, if one was run and saved, with the rows of
+    `variants --set refined` when those were measured on the same held-out tokens."""
     path = RESULTS / f"variants-{model_key}-{device}.json"
     if not path.exists():
         path = RESULTS / f"variants-{device}.json"
     if not path.exists():
         return None
     report = json.loads(path.read_text())
-    return report if report.get("model") == model_key else None
+    if report.get("model") != model_key:
+        return None
+    refined = RESULTS / f"variants-refined-{device}.json"  # `variants --set refined`: same prose, same tokens
+    if refined.exists() and (extra := json.loads(refined.read_text())).get("model") == model_key \
+            and extra.get("eval_tokens") == report.get("eval_tokens") and not extra.get("unfinished"):
+        known = {row["label"] for row in report["variants"]}
+        report = {**report, "variants": report["variants"] + [row for row in extra["variants"]
+                                                              if row["label"] not in known]}
+    return report
 
 
 def frontier_points(report: dict) -> list[dict]:

@@ -49,6 +49,7 @@ class ViewState:
     form: str = "naive"  # MLA: naive (RoPE after the up-projection) or decoupled (DeepSeek-V2)
     svd: str = "data"  # MLA: latent from the weights (plain) or from K/V outputs on calibration text (data)
     weighting: str = "none"  # MLA: K/V weighted by their queries and the output projection before the SVD
+    value_weight: str = "1"  # MLA: V's weight in the joint latent after balancing (1, 0.5 or 0.25)
     ranks: str = "uniform"  # MLA: the same latent rank in every layer, or per layer by measured sensitivity
     rope_pairs: str = "highest"  # decoupled MLA: RoPE pairs kept: highest frequencies, by q/k norm, or by rotation
     refit: str = "none"  # MLA: output projections refitted by least squares on calibration text ("output")
@@ -137,6 +138,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "form": ("naive", "decoupled"),
     "svd": ("plain", "data"),
     "weighting": ("none", "query-output"),
+    "value_weight": ("1", "0.5", "0.25"),
     "ranks": ("uniform", "sensitivity"),
     "rope_pairs": ("highest", "norm", "rotation"),
     "refit": ("none", "output"),

@@ -40,6 +40,7 @@ def test_every_committed_report_has_the_fields_its_writer_produces_today(fresh_r
     row_fields = set(writer["variants"][0])  # the original's row: fields every row carries
     for row in committed["variants"]:
         assert row_fields <= set(row), f"{path.name}, {row['label']}: lacks {sorted(row_fields - set(row))}"
+        assert row["measured_equals_formula"], f"{path.name}, {row['label']}: the cache weighed is not the formula's"
         for score in SCORES[committed["kind"]]:
             low, high = row[f"{score}_ci"]
             slack = 1e-7 + 1e-9 * abs(row[score])  # the blocks behind an interval are stored to 7 decimals

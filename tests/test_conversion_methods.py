@@ -180,3 +180,34 @@ def test_truncation_aware_whitening_is_the_data_aware_latent(smollm2):
     error = lambda approx: torch.einsum("nd,de,ne->", weighted - approx, moment, weighted - approx)
     assert float(error(ours)) == pytest.approx(float(error(theirs)), rel=1e-6)
     assert torch.allclose(ours, theirs, atol=1e-6 * float(weighted.abs().max()))
+
+
+def test_a_lab_link_with_refinements_converts_with_them_and_keeps_them():
+    from streamlit.testing.v1 import AppTest
+
+    from tests.specs import figures
+
+    app = AppTest.from_file("../app.py", default_timeout=900)
+    app.query_params.update({"text": "The giant ate the apple because it was hungry.", "variant": "mla",
+                             "form": "decoupled", "latent_rank": "160", "rope_dims": "32", "merge": "aligned",
+                             "rope_pairs": "rotation", "refit": "output", "ranks": "sideways"})
+    app.run()
+    assert any("sideways" in warning.value for warning in app.warning)  # an unknown value is named, then replaced
+    app.switch_page("views/variant_lab.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["KV values / token / layer"] == "192"  # latent 160 + shared RoPE key 32: half of 384
+    shown = " ".join(figures(app))
+    assert "by-rotation" in shown and "refit" in shown  # the converted head's title names the recipe
+    assert app.query_params["rope_pairs"] == "rotation" and app.query_params["refit"] == "output"
+
+
+@pytest.mark.parametrize("value_weight", [0.25, 4.0])
+def test_any_value_weight_is_exact_at_full_rank_and_moves_the_latent_below_it(tiny, calibration, value_weight):
+    full = VariantSpec("mla", latent_rank=64, svd="data", weighting="query-output", value_weight=value_weight)
+    # the weighted space is undone by solving with A (query energies, W_O): its conditioning leaves ~1e-7
+    torch.testing.assert_close(logits(convert(tiny, full, calibration).loaded), logits(tiny), rtol=0, atol=1e-6)
+    lossy = {weight: convert(tiny, VariantSpec("mla", latent_rank=24, svd="data", value_weight=weight), calibration)
+             for weight in (1.0, value_weight)}
+    assert "v×" in lossy[value_weight].spec.label() and "v×" not in lossy[1.0].spec.label()
+    assert not torch.allclose(logits(lossy[1.0].loaded), logits(lossy[value_weight].loaded))

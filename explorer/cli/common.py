@@ -31,6 +31,8 @@ def variant_options(parser) -> None:
     parser.add_argument("--svd", default="data", choices=["data", "plain"], help="mla: how the latent is found")
     parser.add_argument("--weighting", default="none", choices=["none", "query-output"],
                         help="mla: weigh keys by their queries and values by the output projection before the SVD")
+    parser.add_argument("--value-weight", type=float, default=1.0,
+                        help="mla: weight of V in the joint latent after balancing (below 1 favours keys)")
     parser.add_argument("--rank-allocation", default="uniform", choices=["uniform", "sensitivity"],
                         help="mla: the same rank in every layer, or ranks per layer from measured sensitivity")
     parser.add_argument("--rope-pairs", default="highest", choices=["highest", "norm", "rotation"],
@@ -46,7 +48,8 @@ def spec_from_args(args, variant: str | None = None):
     form = args.form
     return VariantSpec(
         variant or args.variant, kv_heads=args.kv_heads, merge=args.merge, form=form, latent_rank=args.latent_rank,
-        rope_dims=args.rope_dims, svd=args.svd, weighting=args.weighting, rank_allocation=args.rank_allocation,
+        rope_dims=args.rope_dims, svd=args.svd, weighting=args.weighting, value_weight=args.value_weight,
+        rank_allocation=args.rank_allocation,
         rope_pairs=args.rope_pairs, refit=args.refit,
         attn_path=getattr(args, "path", None) or ("absorb" if form == "decoupled" else "naive"),
     )

@@ -258,18 +258,22 @@ def conversion_methods(variant: str, form: str, family_name: str) -> dict[str, s
     """The training-free refinements of a conversion (MLA's weighting, rank allocation and RoPE pairs; the output
     refit for any converted variant), kept in the URL; returned as VariantSpec fields."""
     state = view_state()
-    methods = {"weighting": state.weighting, "rank_allocation": state.ranks, "rope_pairs": state.rope_pairs,
-               "refit": state.refit}
+    methods = {"weighting": state.weighting, "value_weight": float(state.value_weight),
+               "rank_allocation": state.ranks, "rope_pairs": state.rope_pairs, "refit": state.refit}
     if variant in ("original", "mha"):
         return {}
     with st.expander("Training-free refinements (calibration prose only, never the evaluation prose)",
-                     expanded=any(value not in ("none", "uniform", "highest") for value in methods.values())):
+                     expanded=any(value not in ("none", "uniform", "highest", 1.0) for value in methods.values())):
         left, middle, right = st.columns(3)
         if variant == "mla":
             methods["weighting"] = left.radio(
                 "Weigh K/V before the SVD", ["none", "query-output"], index=["none", "query-output"].index(state.weighting),
                 format_func={"none": "no: raw K/V outputs",
                              "query-output": "keys by their queries, values by W_O"}.get)
+            methods["value_weight"] = float(left.select_slider(
+                "Weight of values in the latent", ["0.25", "0.5", "1"], value=state.value_weight,
+                help="After V is scaled to K's energy: below 1 the latent keeps more of the keys, whose errors move "
+                     "every attention weight."))
             methods["rank_allocation"] = middle.radio(
                 "Latent rank per layer", ["uniform", "sensitivity"], index=["uniform", "sensitivity"].index(state.ranks),
                 format_func={"uniform": "the same in every layer",
@@ -287,7 +291,7 @@ def conversion_methods(variant: str, form: str, family_name: str) -> dict[str, s
     if variant != "mla" or form != "decoupled":
         methods["rope_pairs"] = "highest"
     if variant != "mla":
-        methods.update(weighting="none", rank_allocation="uniform")
-    set_view(weighting=methods["weighting"], ranks=methods["rank_allocation"], rope_pairs=methods["rope_pairs"],
-             refit=methods["refit"])
+        methods.update(weighting="none", value_weight=1.0, rank_allocation="uniform")
+    set_view(weighting=methods["weighting"], value_weight=f"{methods['value_weight']:g}",
+             ranks=methods["rank_allocation"], rope_pairs=methods["rope_pairs"], refit=methods["refit"])
     return methods

@@ -129,7 +129,7 @@ def cached_sensitivity(loaded, spec: VariantSpec, converted_at, progress=None) -
     """`measure_sensitivity`, kept on disk per model and settings (it takes minutes on a CPU)."""
     key = "-".join(str(part) for part in (
         loaded.entry.key, spec.form, spec.latent_rank, spec.rope_dims, spec.rope_pairs, spec.svd, spec.weighting,
-        spec.balance_kv, spec.merge, spec.calibration_tokens, SENSITIVITY_TOKENS,
+        spec.balance_kv, spec.value_weight, spec.merge, spec.calibration_tokens, SENSITIVITY_TOKENS,
         str(loaded.model.dtype).removeprefix("torch."),
     ))
     path = cache_dir() / "sensitivity" / f"{key}.json"

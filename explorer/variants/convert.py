@@ -336,7 +336,8 @@ def latent_spectrum(wq, wk, wv, wo, spec: VariantSpec, kv_heads: int, nope_index
     """PCA of the stacked [k_nope; v] outputs of every KV head in a weighted space y' = A y (A invertible).
 
     Returns (A W (n, D), A (n, n), eigenvalues (n,) and eigenvectors (n, n), largest first), n = G·(dn+hd).
-    A is the identity or the query/output weighting, with V scaled to K's energy when balancing.
+    A is the identity or the query/output weighting, with V scaled to K's energy when balancing, then by
+    `spec.value_weight`.
     """
     rows = torch.cat([wk[:, nope_index], wv], dim=1).reshape(-1, wk.shape[-1])  # (n, D), per head [k_nope; v]
     n = rows.shape[0]
@@ -348,6 +349,7 @@ def latent_spectrum(wq, wk, wv, wo, spec: VariantSpec, kv_heads: int, nope_index
     weighted = weights @ rows  # (n, D)
     row_energy = torch.einsum("rd,de,re->r", weighted, moment, weighted)  # (n,) E[y'_r²]
     balance = (row_energy[~is_value].sum() / row_energy[is_value].sum()).sqrt() if spec.balance_kv else 1.0
+    balance = balance * spec.value_weight
     row_scale = torch.where(is_value, torch.as_tensor(balance, dtype=rows.dtype), torch.ones((), dtype=rows.dtype))
     weights = weights * row_scale[:, None]  # V rows scaled to K's energy
     weighted = weights @ rows  # (n, D)

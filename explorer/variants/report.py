@@ -70,22 +70,23 @@ REPORT_SPECS: tuple[VariantSpec, ...] = (
 
 
 # The training-free refinements at half of SmolLM2's cache (192 values per token and layer), each beside the
-# conversion it refines, then the best naive recipe at a third and two thirds of the cache for the frontier.
+# conversion it refines, then the best recipe at a third and two thirds of the cache for the frontier.
 _QO = {"svd": "data", "weighting": "query-output"}
+_BEST = {**_QO, "value_weight": 0.25, "refit": "output"}
 _DEEPSEEK = {"form": "decoupled", "latent_rank": 160, "rope_dims": 32, "merge": "aligned", "attn_path": "absorb"}
 REFINED_SPECS: tuple[VariantSpec, ...] = (
     VariantSpec("original"),
     VariantSpec("mla", latent_rank=192, **_QO),
-    VariantSpec("mla", latent_rank=192, refit="output", **_QO),
-    VariantSpec("mla", latent_rank=192, rank_allocation="sensitivity", **_QO),
-    VariantSpec("mla", latent_rank=192, rank_allocation="sensitivity", refit="output", **_QO),
+    VariantSpec("mla", latent_rank=192, value_weight=0.25, **_QO),
+    VariantSpec("mla", latent_rank=192, **_BEST),
     VariantSpec("mla", **_DEEPSEEK),
-    VariantSpec("mla", rope_pairs="norm", **_DEEPSEEK),
     VariantSpec("mla", rope_pairs="rotation", **_DEEPSEEK),
+    VariantSpec("mla", rope_pairs="rotation", weighting="query-output", value_weight=0.25, refit="output", **_DEEPSEEK),
     VariantSpec("mla", refit="output", **_DEEPSEEK),
-    VariantSpec("mla", rope_pairs="rotation", refit="output", **_DEEPSEEK),
-    VariantSpec("mla", latent_rank=256, refit="output", **_QO),
-    VariantSpec("mla", latent_rank=128, refit="output", **_QO),
+    VariantSpec("mla", rope_pairs="norm", **_DEEPSEEK),
+    VariantSpec("mla", latent_rank=192, rank_allocation="sensitivity", **_BEST),
+    VariantSpec("mla", latent_rank=256, **_BEST),
+    VariantSpec("mla", latent_rank=128, **_BEST),
 )
 SPEC_SETS = {"report": None, "refined": REFINED_SPECS}  # what `python -m explorer variants --set` measures
 

@@ -37,6 +37,8 @@ class VariantSpec:
     weighting: Literal["none", "query-output"] = "none"  # PCA of raw K/V outputs, or of K weighted by query
     # energy per RoPE pair and V by the output projection (keeps what changes scores and outputs)
     balance_kv: bool = True  # scale V to K's energy before the joint PCA/SVD, so the latent serves both
+    value_weight: float = 1.0  # then scale V by this (below 1: the latent favours keys, whose errors move every
+    # attention weight, over values)
     attn_path: Literal["naive", "absorb"] = "naive"  # decoupled only: expand K/V from the latent, or fold
     # W_UK into the query and W_UV into the output and attend over the latent itself
     rank_allocation: Literal["uniform", "sensitivity"] = "uniform"  # the same latent rank in every layer, or
@@ -62,6 +64,7 @@ class VariantSpec:
             rope = rope.replace(f"rope={self.rope_dims}", f"rope={self.rope_dims} by-{self.rope_pairs}")
         balance = "" if self.balance_kv else " unbalanced"
         balance += " qo-weighted" if self.weighting == "query-output" else ""
+        balance += f" v×{self.value_weight:g}" if self.value_weight != 1.0 else ""
         balance += " sensitivity-ranks" if self.rank_allocation == "sensitivity" else ""
         balance += " refit" if self.refit == "output" else ""
         return f"mla {self.form} {rank} {self.svd}{balance}{rope}"
