@@ -24,6 +24,7 @@ PRELOAD_MODULES = (
     "explorer.charts.attention",
     "explorer.charts.flow",
     "explorer.selection",
+    "networkx",  # the page's attention flow (explorer.rollout imports it on first use)
 )
 
 
