@@ -3,7 +3,7 @@
 
 app:
 	./scripts/setup.sh
-	.venv/bin/streamlit run app.py
+	.venv/bin/python -m explorer app
 
 test:
 	./scripts/setup.sh --test

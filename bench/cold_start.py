@@ -1,4 +1,5 @@
-"""Cold start: seconds from launching `streamlit run app.py` to the first heatmap drawn in a real browser.
+"""Cold start: seconds from launching the app as `make app` does (`python -m explorer app`, which preloads the
+default model while the server starts) to the first heatmap drawn in a real browser.
 
 Run: `.venv/bin/python -m bench.cold_start [--json bench/results/cold-start-cpu.json] [--cached-only] [--repeats N]`.
 Measures twice: with the converted model cache on disk, and on a very first run (an empty cache directory,
@@ -31,7 +32,7 @@ def seconds_to_first_heatmap(playwright, cache: str | None) -> tuple[float, bool
     started = time.perf_counter()
     env = {"ATTENTION_EXPLORER_CACHE": cache} if cache else None
     saw_progress = False
-    with streamlit_server(env) as url:
+    with streamlit_server(env, launcher=True) as url:
         browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         page.goto(url)

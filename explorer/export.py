@@ -5,6 +5,7 @@ Every exported matrix carries its token labels; rows are queries and columns key
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -190,6 +191,7 @@ def table_json(rows: Sequence[dict], **about) -> str:
     return json.dumps({**about, "rows": list(rows)}, ensure_ascii=False, default=str)
 
 
+@functools.cache  # looked up once per process: every chart on every rerun asks
 def png_export_available() -> bool:
     """Server-side image export (PNG, SVG, PDF) needs a Chromium-family browser on this machine: plotly's kaleido
     renders through it."""

@@ -1,4 +1,5 @@
-"""A real browser on the real app: start `streamlit run app.py` on a free port and drive Debian's chromium."""
+"""A real browser on the real app: start it on a free port (`streamlit run app.py`, or the launcher `python -m
+explorer app` that `make app` runs) and drive Debian's chromium."""
 
 from __future__ import annotations
 
@@ -33,11 +34,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(extra_env: dict[str, str] | None = None):
-    """Run the app headless on loopback; yield its base URL; stop it afterwards."""
+def streamlit_server(extra_env: dict[str, str] | None = None, launcher: bool = False):
+    """Run the app headless on loopback; yield its base URL; stop it afterwards.
+
+    `launcher`: start it as `make app` does (`python -m explorer app`: the default model preloaded while the server
+    starts) instead of with `streamlit run app.py`. The server's output is in test-artifacts/server-<port>.log.
+    """
     port = free_port()
+    start = [sys.executable, "-m", "explorer", "app"] if launcher else [sys.executable, "-m", "streamlit", "run",
+                                                                          str(ROOT / "app.py")]
     command = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+        *start,
         "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
         "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
     ]

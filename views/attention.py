@@ -28,72 +28,87 @@ with ui.beside("qkv"):
     st.caption("Each square below is a head: **row = query** (the token looking), **column = key** (the token "
                "looked at); darker means more attention, and every row sums to 1. Click a head "
                "in the grid below to select it.")
-layer, head = ui.layer_and_head(run.num_layers, run.num_heads)
 log_column, special_column = st.columns(2)
 with log_column:
     log = ui.log_scale()
 specials = ui.special_tokens(model_key, run)
 with special_column:
     hide = ui.hide_special_switch(specials, run.tokens, allowed=num_tokens <= 64)
+link = ui.share_link_slot()
 
-weights = ui.get_layer(model_key, run, layer)  # (H, T, T)
-about = {"model": model.entry.key, "layer": layer}  # what the exported numbers describe
-shown_tokens, kept = run.tokens, list(range(num_tokens))
-if hide:  # special tokens dropped, each row renormalised over the keys left
-    weights, kept = hide_tokens(weights, specials)  # (H, K, K)
-    shown_tokens = [run.tokens[p] for p in kept]
-    about["hidden_special_tokens"] = [f"#{p} {run.tokens[p]}" for p in specials]
-    st.caption(f"Special tokens hidden ({', '.join(run.tokens[p] for p in specials)}): each row is divided by what "
-               "is left of it, so these are not the model's own weights.")
-kv_heads = getattr(model.config, "num_key_value_heads", None)
-with ui.beside("multi_head"):
-    ui.chart(head_grid(weights, shown_tokens, f"Layer {layer}: all {run.num_heads} heads",
-                       kv_heads, max_cells=48, log_scale=log, selected=head), key="grid",
-             numbers=export.heads(weights, shown_tokens, cells=48, **about),
-             on_select=lambda: ui.select_head_on_click("grid"))
-num_shown = len(shown_tokens)
 
-first, end = ui.zoom_region(num_shown)
-zoomed = end - first < num_shown
-if zoomed:
-    pooled_column, note_column = st.columns([2, 1])
-    with pooled_column:
-        ui.chart(pooled_heatmap(weights[head], f"Layer {layer}, head {head}: all {num_tokens} tokens, pooled",
-                                zoom=(first, end), log_scale=log), key="pooled",
-                 numbers=export.heads(weights[head], run.tokens, cells=128, **about, head=head))
-    note_column.caption(f"All {num_tokens} tokens, averaged in blocks so the picture stays small. The red square "
-                        f"is the region drawn token by token below (tokens {first}–{end - 1}); its rows need not "
-                        "sum to 1, because the rest of each row lies on keys outside the region.")
+@st.fragment
+def chosen_layer() -> list[int]:
+    """Everything that depends on the layer and head, redrawn alone when they change (the rest of the page stays
+    as it is); returns the query tokens chosen here, which the rollout below follows."""
+    layer, head = ui.layer_and_head(run.num_layers, run.num_heads)
+    weights = ui.get_layer(model_key, run, layer)  # (H, T, T)
+    about = {"model": model.entry.key, "layer": layer}  # what the exported numbers describe
+    shown_tokens, kept = run.tokens, list(range(num_tokens))
+    if hide:  # special tokens dropped, each row renormalised over the keys left
+        weights, kept = hide_tokens(weights, specials)  # (H, K, K)
+        shown_tokens = [run.tokens[p] for p in kept]
+        about["hidden_special_tokens"] = [f"#{p} {run.tokens[p]}" for p in specials]
+        st.caption(f"Special tokens hidden ({', '.join(run.tokens[p] for p in specials)}): each row is divided by "
+                   "what is left of it, so these are not the model's own weights.")
+    kv_heads = getattr(model.config, "num_key_value_heads", None)
+    with ui.beside("multi_head"):
+        ui.chart(head_grid(weights, shown_tokens, f"Layer {layer}: all {run.num_heads} heads",
+                           kv_heads, max_cells=48, log_scale=log, selected=head), key="grid",
+                 numbers=export.heads(weights, shown_tokens, cells=48, **about),
+                 on_select=lambda: ui.select_head_on_click("grid"))
+    num_shown = len(shown_tokens)
 
-region = f"<br>tokens {first}–{end - 1}" if zoomed else ""
-with ui.beside("self_causal", (3, 1)):
-    head_column, mask_column = st.columns(2)
-    with head_column:
-        ui.chart(head_heatmap(weights[head, first:end, first:end], shown_tokens[first:end], f"Layer {layer}, head {head}"
-                              + region, first_query=first, first_key=first, log_scale=log), key="head",
-                 numbers=export.heads(weights[head, first:end, first:end], shown_tokens[first:end], first=first,
-                                      **about, head=head))
-    with mask_column:
-        allowed = run.mask(layer)[kept][:, kept]  # (K, K)
-        ui.chart(ui.unchanging_figure(mask_heatmap, "mask", allowed[first:end, first:end], shown_tokens[first:end],
-                                      mask_title(run.kind, run.layer_windows[layer], num_tokens) + region, first=first),
-                 key="mask", numbers=export.mask(allowed[first:end, first:end], shown_tokens[first:end], first,
-                                                 **about))
+    first, end = ui.zoom_region(num_shown)
+    zoomed = end - first < num_shown
+    if zoomed:
+        pooled_column, note_column = st.columns([2, 1])
+        with pooled_column:
+            ui.chart(pooled_heatmap(weights[head], f"Layer {layer}, head {head}: all {num_tokens} tokens, pooled",
+                                    zoom=(first, end), log_scale=log), key="pooled",
+                     numbers=export.heads(weights[head], run.tokens, cells=128, **about, head=head))
+        note_column.caption(f"All {num_tokens} tokens, averaged in blocks so the picture stays small. The red "
+                            f"square is the region drawn token by token below (tokens {first}–{end - 1}); its rows "
+                            "need not sum to 1, because the rest of each row lies on keys outside the region.")
 
-st.subheader("Where several query tokens look")
-queries = ui.query_tokens(run.tokens)
+    region = f"<br>tokens {first}–{end - 1}" if zoomed else ""
+    with ui.beside("self_causal", (3, 1)):
+        head_column, mask_column = st.columns(2)
+        with head_column:
+            ui.chart(head_heatmap(weights[head, first:end, first:end], shown_tokens[first:end],
+                                  f"Layer {layer}, head {head}" + region, first_query=first, first_key=first,
+                                  log_scale=log), key="head",
+                     numbers=export.heads(weights[head, first:end, first:end], shown_tokens[first:end], first=first,
+                                          **about, head=head))
+        with mask_column:
+            allowed = run.mask(layer)[kept][:, kept]  # (K, K)
+            ui.chart(ui.unchanging_figure(mask_heatmap, "mask", allowed[first:end, first:end], shown_tokens[first:end],
+                                          mask_title(run.kind, run.layer_windows[layer], num_tokens) + region,
+                                          first=first),
+                     key="mask", numbers=export.mask(allowed[first:end, first:end], shown_tokens[first:end], first,
+                                                     **about))
+
+    st.subheader("Where several query tokens look")
+    queries = ui.query_tokens(run.tokens)  # a change redraws the whole page: the rollout below follows them
+    shown_queries = [kept.index(q) for q in queries if q in kept]
+    if shown_queries:
+        summed = summed_rows(weights[head], shown_queries)  # (K,)
+        summed_column, _ = st.columns([2, 1])
+        with summed_column:
+            ui.chart(token_bars(summed, shown_tokens, f"Layer {layer}, head {head}: attention of "
+                                f"{len(shown_queries)} query token(s), summed", shown_queries, "summed weight"),
+                     key="summed",
+                     numbers=export.LabelledArray(summed, {"key": export.labelled(shown_tokens)}, "summed weight",
+                                                  {**about, "head": head,
+                                                   "queries": [f"#{q} {run.tokens[q]}" for q in queries]}))
+    else:
+        st.info("The chosen query tokens are all special tokens, which are hidden.")
+    ui.share_link(link)  # this view's layer and head, also when only this part was redrawn
+    return queries
+
+
+queries = chosen_layer()
 query_names = [f"#{q} {run.tokens[q]}" for q in queries]
-shown_queries = [kept.index(q) for q in queries if q in kept]
-if shown_queries:
-    summed = summed_rows(weights[head], shown_queries)  # (K,)
-    summed_column, _ = st.columns([2, 1])
-    with summed_column:
-        ui.chart(token_bars(summed, shown_tokens, f"Layer {layer}, head {head}: attention of {len(shown_queries)} "
-                            "query token(s), summed", shown_queries, "summed weight"), key="summed",
-                 numbers=export.LabelledArray(summed, {"key": export.labelled(shown_tokens)}, "summed weight",
-                                              {**about, "head": head, "queries": query_names}))
-else:
-    st.info("The chosen query tokens are all special tokens, which are hidden.")
 
 st.subheader("Across layers: rollout and flow")
 with ui.beside("rollout"):
@@ -157,9 +172,9 @@ st.subheader("Overview: every layer and head")
 with ui.beside("quadratic_cost"):
     st.caption("Rows are heads, columns are layers (L0 is nearest the input); each tile is one head's weights, "
                f"pooled into at most {run.pooled.shape[-1]} blocks a side. A dark first column in a tile is an "
-               f"*attention sink*. Click a tile to select its layer and head (now layer {layer}, head {head}).")
+               f"*attention sink*. Click a tile to select its layer and head.")
     ui.chart(ui.unchanging_figure(layer_head_overview, "overview", run.pooled, run.block_labels, log_scale=log),
              key="overview",
              numbers=export.overview(run.pooled, run.block_labels, model=model.entry.key),
              on_select=lambda: ui.select_head_on_click("overview"))
-ui.share_link()
+ui.share_link(link)

@@ -33,7 +33,7 @@ from explorer.ui.models import (
     get_overview,
     get_run,
 )
-from explorer.ui.url import keep_widget, set_view, share_link, show_notices, view_state
+from explorer.ui.url import keep_widget, set_view, share_link, share_link_slot, show_notices, view_state
 from explorer.ui.widgets import (
     config_picker,
     context_length,

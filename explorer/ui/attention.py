@@ -62,7 +62,8 @@ def hide_special_switch(specials: list[int], tokens: list[str], allowed: bool) -
 
 
 def query_tokens(tokens: list[str]) -> list[int]:
-    """Several query tokens, or a span, whose attention is summed; kept in the URL as `queries` (default: the last)."""
+    """Several query tokens, or a span, whose attention is summed; kept in the URL as `queries` (default: the last).
+    A change reruns the whole app, also when the picker sits in a fragment."""
     wanted = view_state().queries
     last = [len(tokens) - 1]
     chosen = [q for q in (wanted or last) if q < len(tokens)]
@@ -72,12 +73,18 @@ def query_tokens(tokens: list[str]) -> list[int]:
     st.session_state["queries"] = kept or last
     picked = st.multiselect(
         "Query tokens (several, or a span): where do they look, together?", list(range(len(tokens))),
-        key="queries", format_func=lambda p: f"#{p} {tokens[p]}",
+        key="queries", format_func=lambda p: f"#{p} {tokens[p]}", on_change=_queries_changed,
         help="The weights of the chosen rows are added up: n tokens hand out n in all.",
     )
     picked = sorted(picked) or last
     set_view(queries=None if picked == last else tuple(picked))
+    if st.session_state.pop("queries_changed", False):  # picked inside the page's layer fragment, but the rollout
+        st.rerun(scope="app")  # and flow further down follow the query tokens too: redraw the whole page
     return picked
+
+
+def _queries_changed() -> None:
+    st.session_state["queries_changed"] = True
 
 
 def heads_to_switch_off(num_layers: int, num_heads: int) -> list[tuple[int, int]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from explorer import guard
+from explorer import guard, preload
 from explorer.catalogue import entry_for
 from explorer.loading import (
     LoadedModel,
@@ -34,8 +34,8 @@ OTHER_MODEL = "other"  # picker choice for a hub id or local folder
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _cached_model(key: str) -> LoadedModel:
-    """One loaded model per key, shared read-only by every session."""
-    return load_model(key)
+    """One loaded model per key, shared read-only by every session: the one the launcher preloaded, if any."""
+    return preload.model(key) or load_model(key)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -96,8 +96,9 @@ ZOOM_TOKENS = 64  # widest region drawn token by token (hover labels for every c
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _cached_overview(key: str, text: str, max_tokens: int) -> AttentionOverview:
-    """One reduced pass per (model, text, length): pooled tiles and summaries, full weights only when small."""
-    return overview_attention(_cached_model(key), text, max_tokens)
+    """One reduced pass per (model, text, length): pooled tiles and summaries, full weights only when small.
+    The launcher's preload has run the default text already."""
+    return preload.overview(key, text, max_tokens) or overview_attention(_cached_model(key), text, max_tokens)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -51,9 +51,17 @@ def keep_widget(key: str, value) -> None:
     st.session_state[key] = st.session_state.get(key, value)
 
 
-def share_link() -> None:
-    """The link that reopens this exact view, with a copy button, at the foot of the sidebar."""
+def share_link_slot():
+    """A place at the foot of the sidebar for `share_link`: a fragment can redraw the link there when it changes
+    the view without rerunning the page."""
+    return st.sidebar.empty()
+
+
+def share_link(slot=None) -> None:
+    """The link that reopens this exact view, with a copy button, at the foot of the sidebar (or in `slot`, from
+    `share_link_slot`, which it replaces)."""
     base = (st.context.url or "").split("?")[0]
     query = urllib.parse.urlencode(to_query(view_state()))
-    st.sidebar.caption("Share this view: copy the link")
-    st.sidebar.code(f"{base}?{query}" if query else base, language=None, wrap_lines=True)
+    with slot.container() if slot is not None else st.sidebar:
+        st.caption("Share this view: copy the link")
+        st.code(f"{base}?{query}" if query else base, language=None, wrap_lines=True)

@@ -69,17 +69,29 @@ def model_picker() -> str:
 
 
 def layer_and_head(num_layers: int, num_heads: int) -> tuple[int, int]:
-    """Layer slider and head picker, clamped to the model, kept in the URL."""
+    """Layer slider and head picker, clamped to the model, kept in the URL.
+
+    Both are keyed and set from the view on every run: a keyless widget whose value follows the view would be a
+    new widget after every change (remounted in the browser, where the next key press is lost). A click on a chart
+    moves them through the view (`select_head_on_click`); moving them moves the view (`_follow_layer_and_head`).
+    """
     state, notices = clamp_to_model(view_state(), num_layers, num_heads)
     show_notices(notices)
+    st.session_state["layer_slider"], st.session_state["head_buttons"] = state.layer, state.head
     left, right = st.columns([2, 3])
-    layer = left.slider("Layer", 0, num_layers - 1, state.layer) if num_layers > 1 else 0
-    head = right.segmented_control(
-        "Head", list(range(num_heads)), default=state.head, format_func=lambda h: f"H{h}"
-    )
-    head = state.head if head is None else head
-    set_view(layer=layer, head=head)
-    return layer, head
+    if num_layers > 1:
+        left.slider("Layer", 0, num_layers - 1, key="layer_slider", on_change=_follow_layer_and_head)
+    right.segmented_control("Head", list(range(num_heads)), key="head_buttons", format_func=lambda h: f"H{h}",
+                            on_change=_follow_layer_and_head)
+    set_view(layer=state.layer, head=state.head)  # clamped
+    return state.layer, state.head
+
+
+def _follow_layer_and_head() -> None:
+    """The view takes the layer and head just picked (a head clicked off again keeps the one shown)."""
+    head = st.session_state.get("head_buttons")
+    set_view(layer=st.session_state.get("layer_slider", view_state().layer),
+             **({} if head is None else {"head": head}))
 
 
 def gpu_picker(label: str, default: str = "H200"):
