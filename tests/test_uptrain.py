@@ -225,7 +225,7 @@ def test_the_lab_uptrains_beside_the_control(monkeypatch, tmp_path):
     at.button(key="uptrain-start").click()
     at.run()
     assert not at.exception
-    table = at.dataframe[-1].value
+    table = next(frame.value for frame in at.dataframe if "converted + uptraining" in list(frame.value.get("model", [])))
     assert list(table["model"]) == ["original", "converted, no training", "converted + uptraining",
                                     "control: unconverted + the same training"]
     assert table["perplexity"][2] < table["perplexity"][1]  # 2,048 tokens already help the collapsed MQA
