@@ -65,8 +65,9 @@ with before:
              key="lab-original", numbers=export.heads(run.attentions[layer, head], run.tokens, model=model_key,
                                                       variant="original", layer=layer, head=head))
 with after:
+    wrap = ":" if len(spec.label()) <= 32 else "<br>"  # a long recipe gets its own line above the head
     ui.chart(head_heatmap(converted_run.attentions[layer, head], run.tokens,
-                          f"{spec.label()}: layer {layer}, head {head}"), key="lab-converted",
+                          f"{spec.label()}{wrap} layer {layer}, head {head}"), key="lab-converted",
              numbers=export.heads(converted_run.attentions[layer, head], run.tokens, model=model_key,
                                   variant=spec.label(), layer=layer, head=head))
 

@@ -64,7 +64,7 @@ def _margin(title: str, right: int = 10) -> dict:
 def wrapped_title(text: str) -> dict:
     """A title pinned to the figure's top-left corner, so that it is never clipped and sits just above its plot."""
     return dict(text=text, x=0, xref="paper", xanchor="left", y=1, yref="container", yanchor="top",
-                pad=dict(t=8), font=dict(size=14))
+                pad=dict(t=8 + 10 * text.count("<br>")), font=dict(size=14))  # plotly anchors a long title low
 
 
 def lean_room(tokens: list[str]) -> int:
