@@ -10,17 +10,15 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from explorer.catalogue import ModelEntry
 from explorer.kv import measured_cache
-from explorer.loading import LoadedModel
 from explorer.variants import VariantSpec, convert
 from explorer.variants.allocate import allocate, candidate_ranks, rank_step
 from explorer.variants.calibrate import calibrate, calibration_inputs
 from explorer.variants.refit import towards_identity
 from explorer.variants.report import absorbed_vs_naive
 from explorer.variants.spec import attention_shape, cache_values_per_token
+from tests.tiny import tiny_llama
 
 INPUT_IDS = torch.randint(0, 1000, (1, 24), generator=torch.Generator().manual_seed(2))  # (B, T)
 
@@ -28,17 +26,7 @@ INPUT_IDS = torch.randint(0, 1000, (1, 24), generator=torch.Generator().manual_s
 @pytest.fixture(scope="module")
 def tiny(smollm2):
     """4 layers, 4 query heads over 2 KV heads of 16 dims, random weights, float64; SmolLM2's tokenizer."""
-    config = LlamaConfig(
-        vocab_size=len(smollm2.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).double()
-    model.set_attn_implementation("eager")
-    model.eval().requires_grad_(False)
-    entry = ModelEntry(key="tiny-llama-methods", label="Tiny Llama (random weights)", kind="decoder",
-                       description="4 layers, 4 query heads, 2 KV heads, width 64", source="hub")
-    return LoadedModel(entry, model, smollm2.tokenizer, "decoder", torch.device("cpu"), torch.float64, 0.0)
+    return tiny_llama(smollm2.tokenizer, "tiny-llama-methods", layers=4, dtype=torch.float64, max_positions=1024)
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,17 @@ import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from explorer import uptrain as uptraining
 from explorer import uptrain_report
 from explorer.__main__ import main
-from explorer.catalogue import ModelEntry
-from explorer.loading import LoadedModel
 from explorer.prose import prose
 from explorer.lab import RESULTS
 from explorer.quality import EVAL_TOKENS, Quality, below, blocks, evaluation_ids
 from explorer.settings import SettingsError, read_settings
 from explorer.uptrain import CONTROL, UptrainSettings, training_batches, trainable_parameters, uptrain
 from explorer.variants import VariantSpec
+from tests.tiny import tiny_llama
 
 TINY = UptrainSettings(tokens=8 * 64, sequence_tokens=64, learning_rate=3e-3, warmup_share=0.0, scope="all")
 
@@ -28,17 +26,7 @@ TINY = UptrainSettings(tokens=8 * 64, sequence_tokens=64, learning_rate=3e-3, wa
 @pytest.fixture(scope="module")
 def tiny(smollm2):
     """A 2-layer Llama with random weights (GQA: 4 query heads, 2 KV heads) and SmolLM2's real tokenizer."""
-    config = LlamaConfig(
-        vocab_size=len(smollm2.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.set_attn_implementation("eager")
-    model.eval().requires_grad_(False)
-    entry = ModelEntry(key="tiny-llama", label="Tiny Llama (random weights)", kind="decoder",
-                       description="2 layers, 4 query heads, 2 KV heads, width 64", source="hub")
-    return LoadedModel(entry, model, smollm2.tokenizer, "decoder", torch.device("cpu"), torch.float32, 0.0)
+    return tiny_llama(smollm2.tokenizer, "tiny-llama")
 
 
 def held_out_loss(model, tokenizer, settings) -> float:

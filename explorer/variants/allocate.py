@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,7 +99,7 @@ def _full_rank(spec: VariantSpec, shape) -> int:
 def allocate(costs: list[list[float]], ranks: list[int], budget: int) -> list[int]:
     """One rank per layer, from `ranks`, minimising the summed cost with the ranks summing to `budget` exactly
     (or to the largest total under it when no choice reaches it exactly). Dynamic programming over layers."""
-    unit = _gcd(ranks)
+    unit = math.gcd(*ranks)
     steps = [rank // unit for rank in ranks]
     limit = budget // unit
     best = {0: (0.0, [])}  # total steps used -> (cost, choices so far)
@@ -114,15 +115,6 @@ def allocate(costs: list[list[float]], ranks: list[int], budget: int) -> list[in
         raise ValueError("The latent budget is smaller than the smallest rank for every layer; choose a larger rank.")
     _, chosen = best[max(best)]
     return [ranks[choice] for choice in chosen]
-
-
-def _gcd(values: list[int]) -> int:
-    from math import gcd
-
-    unit = 0
-    for value in values:
-        unit = gcd(unit, value)
-    return unit
 
 
 def cached_sensitivity(loaded, spec: VariantSpec, converted_at, progress=None) -> Sensitivity:
