@@ -11,6 +11,20 @@ except SettingsError as error:
     st.error(str(error))
     st.stop()
 
+# On a session's first run, an empty chart before the page runs, removed when the page draws its first chart
+# (`ui.chart`): the browser loads its charting library (plotly.js, megabytes to parse) when it meets a chart, so it
+# does so while the model loads and runs, not after the page's charts arrive (the first heatmap ~3 s sooner on a
+# 2-core machine: bench/cold_start.py).
+if not st.session_state.get("chart_library_requested"):
+    import pandas  # noqa: F401  plotly reads pandas from sys.modules: wait here while the launcher's preload imports it
+    st.session_state["chart_library_requested"] = True
+    st.session_state["chart_library_loader"] = st.sidebar.empty()
+    st.session_state["chart_library_loader"].plotly_chart(
+        {"data": [{"type": "scatter", "x": [], "y": []}],
+         "layout": {"height": 10, "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "xaxis": {"visible": False},
+                    "yaxis": {"visible": False}, "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)"}},
+        config={"staticPlot": True, "displayModeBar": False}, key="chart_library")
+
 pages = st.navigation(
     [
         st.Page("views/attention.py", title="Attention", icon=":material/visibility:", default=True),
@@ -23,4 +37,9 @@ pages = st.navigation(
     ]
 )
 st.sidebar.title("Attention Explorer")
-pages.run()
+try:
+    pages.run()
+finally:
+    loader = st.session_state.pop("chart_library_loader", None)
+    if loader is not None:  # a page that drew no chart (one that stops early leaves it, 10 px of nothing, until its next run)
+        loader.empty()

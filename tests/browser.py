@@ -3,6 +3,7 @@ explorer app` that `make app` runs) and drive Debian's chromium."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import socket
@@ -34,15 +35,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(extra_env: dict[str, str] | None = None, launcher: bool = False):
+def streamlit_server(extra_env: dict[str, str] | None = None, launcher: bool = False,
+                     start: list[str] | None = None):
     """Run the app headless on loopback; yield its base URL; stop it afterwards.
 
     `launcher`: start it as `make app` does (`python -m explorer app`: the default model preloaded while the server
-    starts) instead of with `streamlit run app.py`. The server's output is in test-artifacts/server-<port>.log.
+    starts) instead of with `streamlit run app.py`; `start`: another command that takes Streamlit's options (a
+    benchmark's). The server's output is in test-artifacts/server-<port>.log.
     """
     port = free_port()
-    start = [sys.executable, "-m", "explorer", "app"] if launcher else [sys.executable, "-m", "streamlit", "run",
-                                                                          str(ROOT / "app.py")]
+    if start is None:
+        start = [sys.executable, "-m", "explorer", "app"] if launcher else [sys.executable, "-m", "streamlit", "run",
+                                                                              str(ROOT / "app.py")]
     command = [
         *start,
         "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
@@ -71,6 +75,21 @@ def streamlit_server(extra_env: dict[str, str] | None = None, launcher: bool = F
         process.terminate()
         process.wait(timeout=20)
         log.close()
+
+
+def record_frames(page) -> list[tuple[float, bool, bytes]]:
+    """(network timestamp in s, sent?, bytes) of every websocket frame of `page` from now on (binary frames only)."""
+    frames = []
+    session = page.context.new_cdp_session(page)
+    session.send("Network.enable")
+
+    def keep(sent: bool, event: dict) -> None:
+        if event["response"]["opcode"] == 2:  # binary: a protobuf message
+            frames.append((event["timestamp"], sent, base64.b64decode(event["response"]["payloadData"])))
+
+    session.on("Network.webSocketFrameSent", lambda event: keep(True, event))
+    session.on("Network.webSocketFrameReceived", lambda event: keep(False, event))
+    return frames
 
 
 def launch(playwright):

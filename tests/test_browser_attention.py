@@ -1,16 +1,19 @@
 """The attention page in a real browser: clicking a head selects it, and every token label can be seen."""
 
+import json
 import time
 
 import pytest
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
-from tests.browser import ARTIFACTS, launch, streamlit_server, wait_idle
+from tests.browser import ARTIFACTS, launch, record_frames, streamlit_server, wait_idle
 
 pytestmark = pytest.mark.browser
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 
 TOKENS = ["The", "giant", "ate", "the", "apple", "because", "it", "was", "hungry"]
 HEATMAP = '[data-testid="stPlotlyChart"] g.heatmaplayer image'
+FIRST_RUN = []  # what the server sent the page on its first run, in order
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +21,11 @@ def page():
     with streamlit_server() as url, sync_playwright() as playwright:
         browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1280, "height": 4200})
+        frames = record_frames(page)
         page.goto(url)
         wait_idle(page, 180_000)
         page.get_by_text("All heads × layers").first.wait_for(timeout=180_000)
+        FIRST_RUN.extend(ForwardMsg.FromString(data) for _, sent, data in frames if not sent)
         yield page
         browser.close()
 
@@ -62,6 +67,21 @@ def test_every_token_label_is_visible_on_every_axis(page):
             assert visible == TOKENS, (title, axis, visible)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "attention-1280.png", full_page=True)
+
+
+def test_the_browser_meets_a_chart_before_the_model_runs_and_it_is_gone_after(page):
+    """The first run sends an empty chart before the page starts (so the browser loads plotly.js while the model
+    loads and runs) and removes it once the page has run."""
+    elements = [message.delta.new_element for message in FIRST_RUN
+                if message.WhichOneof("type") == "delta" and message.delta.WhichOneof("type") == "new_element"]
+    kinds = [element.WhichOneof("type") for element in elements]
+    title = next(i for i, element in enumerate(elements)
+                 if kinds[i] == "heading" and element.heading.body == "Where does the model look?")
+    first_chart = kinds.index("plotly_chart")
+    assert first_chart < title  # before the page's first line, so before its model
+    assert json.loads(elements[first_chart].plotly_chart.spec)["data"][0]["x"] == []  # the empty one
+    assert "empty" in kinds[first_chart + 1:]  # replaced once the page has run
+    assert page.locator('[data-testid="stSidebar"] [data-testid="stPlotlyChart"]').count() == 0
 
 
 def test_clicking_a_head_in_the_grid_selects_it(page):

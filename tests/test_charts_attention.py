@@ -3,10 +3,12 @@
 import json
 
 import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
 import pytest
 
 from explorer.charts.attention import (
-    head_grid, head_heatmap, layer_head_overview, mask_heatmap, mask_title, mosaic, pool,
+    head_grid, head_heatmap, layer_head_overview, mask_heatmap, mask_title, mosaic, pool, pooled_heatmap,
 )
 from explorer.charts.flow import rollout_heatmap, token_bars
 
@@ -104,3 +106,42 @@ def test_token_charts_label_every_token():
     assert list(rolled.layout.xaxis.ticktext) == tokens
     with pytest.raises(ValueError, match="one value per token"):
         token_bars(np.ones(3), tokens, "t")
+
+
+def fast_charts():
+    """Every chart built without plotly's checks (`figure_from`), in each of its forms."""
+    weights = random_attention(1, 9, 9)[0]
+    tokens = [f"t{i}" for i in range(9)]
+    cross = np.random.default_rng(1).random((4, 3, 5))
+    long_head = random_attention(1, 1, 80)[0, 0]
+    return {
+        "head": head_heatmap(weights[0], tokens, "Layer 0, head 0"),
+        "head, zoomed, log": head_heatmap(weights[0, 2:6, 2:6], tokens[2:6], "z<br>tokens 2-5", first_query=2,
+                                          first_key=2, log_scale=True),
+        "head, cross": head_heatmap(cross[0], tokens[:3], "c", key_tokens=tokens[:5]),
+        "pooled, zoom": pooled_heatmap(long_head, "p", cells=16, zoom=(8, 40)),
+        "pooled, log": pooled_heatmap(long_head, "p", cells=16, log_scale=True),
+        "mask": mask_heatmap(np.tril(np.ones((9, 9), dtype=bool)), tokens, mask_title("decoder", 4, 9), first=3),
+        "grid": head_grid(weights, tokens, "g", 3, max_cells=48, selected=4),
+        "grid, pooled, log": head_grid(random_attention(1, 4, 60)[0], [f"w{i}" for i in range(60)], "g",
+                                       max_cells=16, log_scale=True),
+        "grid, cross": head_grid(cross, tokens[:3], "c", key_tokens=tokens[:5]),
+        "overview": layer_head_overview(random_attention(3, 4, 9), tokens, selected=(2, 3)),
+        "bars": token_bars(weights[0, -1], tokens, "b", highlight=[8], value="summed weight"),
+    }
+
+
+@pytest.mark.parametrize("name", list(fast_charts()))
+def test_charts_built_without_plotlys_checks_are_what_plotly_would_build(name):
+    """Plotly's own construction checks every property against its schema and normalises what it accepts: a chart
+    built without it must pass those checks and come out unchanged by them (an empty list of shapes or annotations
+    and no list at all draw the same)."""
+    figure = fast_charts()[name]
+    checked = go.Figure(figure.to_dict())  # raises on a property plotly does not know or a value it refuses
+
+    def drawn(fig) -> dict:
+        spec = json.loads(pio.to_json(fig))
+        spec["layout"] = {key: value for key, value in spec["layout"].items() if value != []}
+        return spec
+
+    assert drawn(checked) == drawn(figure)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import get_colorscale
 
+from explorer.charts.figure import figure_from
 from explorer.summaries import (  # pooling lives with the other reductions; charts re-export it
     block_edges,
     pool,
 )
 
-COLOURS = "Blues"  # sequential: white = no attention, dark blue = all of it
+COLOURS = get_colorscale("Blues")  # sequential: white = no attention, dark blue = all of it
 MASK_COLOURS = [[0.0, "#e5e7eb"], [1.0, "#15803d"]]  # grey = blocked, green = may attend
 CELL_GAP = 1  # empty cells between tiles of a mosaic
 LOG_FLOOR = -4  # the log colour scale starts at a weight of 1e-4; smaller weights (and masked zeros) look white
@@ -45,13 +47,13 @@ def colour_scale(weights: np.ndarray, log_scale: bool) -> dict:
     labelled in weights.
     """
     if not log_scale:
-        return dict(z=weights, zmin=0.0, zmax=1.0, colorscale=COLOURS, colorbar=dict(title="weight", thickness=12))
+        return dict(z=weights, zmin=0.0, zmax=1.0, colorscale=COLOURS, colorbar=dict(title=dict(text="weight"), thickness=12))
     with np.errstate(divide="ignore"):
         z = np.maximum(np.log10(weights), LOG_FLOOR).astype(np.float32)  # NaN gaps stay NaN
     ticks = list(range(LOG_FLOOR, 1))
     return dict(
         z=z, zmin=LOG_FLOOR, zmax=0.0, colorscale=COLOURS,
-        colorbar=dict(title="weight", thickness=12, tickvals=ticks, ticktext=[f"{10.0**t:g}" for t in ticks]),
+        colorbar=dict(title=dict(text="weight"), thickness=12, tickvals=ticks, ticktext=[f"{10.0**t:g}" for t in ticks]),
     )
 
 
@@ -105,21 +107,21 @@ def head_heatmap(
     query_labels = np.array([f"#{first_query + i} {t}" for i, t in enumerate(tokens)], dtype=object)
     key_labels = np.array([f"#{first_key + i} {t}" for i, t in enumerate(key_tokens)], dtype=object)
     hover = np.stack(np.broadcast_arrays(query_labels[:, None], key_labels[None, :]), axis=-1)  # (Tq, Tk, 2)
-    figure = go.Figure(
-        go.Heatmap(
-            x=first_key + np.arange(len(key_tokens)),
-            y=first_query + np.arange(len(tokens)),
-            customdata=hover,
-            hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>"
-            + _weight_hover(log_scale) + "<extra></extra>",
-            **colour_scale(weights, log_scale),
-        )
+    heatmap = dict(
+        type="heatmap",
+        x=first_key + np.arange(len(key_tokens)),
+        y=first_query + np.arange(len(tokens)),
+        customdata=hover,
+        hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>" + _weight_hover(log_scale) + "<extra></extra>",
+        **colour_scale(weights, log_scale),
     )
-    figure.update_layout(title=wrapped_title(title), height=height, margin=_margin(title))
-    # Fewer labels across than down: rotated labels need more room than stacked ones.
-    figure.update_xaxes(title="key (attended to)", side="top", tickangle=-45, **token_axis(key_tokens, 24, first_key))
-    figure.update_yaxes(title="query (attending)", autorange="reversed", **token_axis(tokens, first=first_query))
-    return figure
+    return figure_from([heatmap], dict(
+        title=wrapped_title(title), height=height, margin=_margin(title),
+        # Fewer labels across than down: rotated labels need more room than stacked ones.
+        xaxis=dict(title=dict(text="key (attended to)"), side="top", tickangle=-45,
+                   **token_axis(key_tokens, 24, first_key)),
+        yaxis=dict(title=dict(text="query (attending)"), autorange="reversed", **token_axis(tokens, first=first_query)),
+    ))
 
 
 def pooled_heatmap(
@@ -134,22 +136,21 @@ def pooled_heatmap(
     if weights.ndim != 2 or weights.shape[0] != weights.shape[1]:
         raise ValueError(f"One head's weights must be square over (query, key); got shape {weights.shape}.")
     starts = block_edges(weights.shape[0], cells)[:-1]
-    figure = go.Figure(
-        go.Heatmap(
-            x=starts,
-            y=starts,
-            hovertemplate="queries from #%{y}<br>keys from #%{x}<br>" + _weight_hover(log_scale) + "<extra></extra>",
-            **colour_scale(pool(weights, cells), log_scale),
-        )
+    heatmap = dict(
+        type="heatmap", x=starts, y=starts,
+        hovertemplate="queries from #%{y}<br>keys from #%{x}<br>" + _weight_hover(log_scale) + "<extra></extra>",
+        **colour_scale(pool(weights, cells), log_scale),
     )
+    shapes = []
     if zoom is not None:
         first, end = zoom
-        figure.add_shape(type="rect", x0=first - 0.5, x1=end - 0.5, y0=first - 0.5, y1=end - 0.5,
-                         line=dict(color="#dc2626", width=2))
-    figure.update_layout(title=wrapped_title(title), height=height, margin=_margin(title))
-    figure.update_xaxes(title="key position (token)", side="top")
-    figure.update_yaxes(title="query position (token)", autorange="reversed")
-    return figure
+        shapes.append(dict(type="rect", x0=first - 0.5, x1=end - 0.5, y0=first - 0.5, y1=end - 0.5,
+                           line=dict(color="#dc2626", width=2)))
+    return figure_from([heatmap], dict(
+        title=wrapped_title(title), height=height, margin=_margin(title), shapes=shapes,
+        xaxis=dict(title=dict(text="key position (token)"), side="top"),
+        yaxis=dict(title=dict(text="query position (token)"), autorange="reversed"),
+    ))
 
 
 def mask_title(kind: str, window: int | None, num_tokens: int) -> str:
@@ -170,24 +171,16 @@ def mask_heatmap(
     """
     _check_square(allowed, tokens, "The mask")
     positions = first + np.arange(len(tokens))
-    figure = go.Figure(
-        go.Heatmap(
-            z=allowed.astype(np.int8),
-            x=positions,
-            y=positions,
-            zmin=0,
-            zmax=1,
-            colorscale=MASK_COLOURS,
-            showscale=False,
-            xgap=1,
-            ygap=1,
-            hovertemplate="query #%{y}<br>key #%{x}<br>allowed %{z}<extra></extra>",
-        )
+    heatmap = dict(
+        type="heatmap", z=allowed.astype(np.int8), x=positions, y=positions, zmin=0, zmax=1,
+        colorscale=MASK_COLOURS, showscale=False, xgap=1, ygap=1,
+        hovertemplate="query #%{y}<br>key #%{x}<br>allowed %{z}<extra></extra>",
     )
-    figure.update_layout(title=wrapped_title(title), height=height, margin=_margin(title, lean_room(tokens)))
-    figure.update_xaxes(title="key", side="top", tickangle=-45, **token_axis(tokens, 24, first))
-    figure.update_yaxes(title="query", autorange="reversed", **token_axis(tokens, first=first))
-    return figure
+    return figure_from([heatmap], dict(
+        title=wrapped_title(title), height=height, margin=_margin(title, lean_room(tokens)),
+        xaxis=dict(title=dict(text="key"), side="top", tickangle=-45, **token_axis(tokens, 24, first)),
+        yaxis=dict(title=dict(text="query"), autorange="reversed", **token_axis(tokens, first=first)),
+    ))
 
 
 def mosaic(tiles: np.ndarray) -> np.ndarray:
@@ -234,32 +227,27 @@ def head_grid(
     padded[:num_heads] = weights
     canvas = mosaic(padded.reshape(rows, columns, num_queries, num_keys))
     row_stride, column_stride = num_queries + CELL_GAP, num_keys + CELL_GAP
-    figure = _mosaic_figure(canvas, title, 80 + int(150 * rows * max(1.0, num_queries / num_keys)), log_scale)
     head_of = lambda r, c: r * columns + c  # noqa: E731
+    tiles = [(r, c) for r in range(rows) for c in range(columns) if head_of(r, c) < num_heads]
     if pooled:
-        figure.data[0].hovertemplate = _weight_hover(log_scale) + "<extra></extra>"
+        hover = dict(hovertemplate=_weight_hover(log_scale) + "<extra></extra>")
     else:
-        figure.data[0].customdata = _mosaic_hover(
-            canvas.shape, (row_stride, column_stride), tokens, key_tokens or tokens,
-            lambda r, c: f"head {head_of(r, c)}",
-        )
-    figure.update_xaxes(showticklabels=False, ticks="")
-    figure.update_yaxes(showticklabels=False, ticks="")
-    figure.add_trace(_picker([c * column_stride + (num_keys - 1) / 2 for r in range(rows) for c in range(columns)],
-                             [r * row_stride + (num_queries - 1) / 2 for r in range(rows) for c in range(columns)],
-                             [[head_of(r, c)] for r in range(rows) for c in range(columns)][:num_heads]))
+        hover = dict(customdata=_mosaic_hover(canvas.shape, (row_stride, column_stride), tokens,
+                                              key_tokens or tokens, lambda r, c: f"head {head_of(r, c)}"))
+    picker = _picker([c * column_stride + (num_keys - 1) / 2 for r, c in tiles],
+                     [r * row_stride + (num_queries - 1) / 2 for r, c in tiles], [[head_of(r, c)] for r, c in tiles])
+    shapes = []
     if selected is not None and 0 <= selected < num_heads:
-        _outline(figure, (selected % columns) * column_stride, (selected // columns) * row_stride, num_keys, num_queries)
-    figure.update_layout(
-        annotations=[
-            # Inside each tile's top-right corner (empty under a causal mask), so no label overlaps a neighbour.
-            dict(x=c * column_stride + num_keys - 0.5, y=r * row_stride - 0.5, xanchor="right", yanchor="top",
-                 text=f"H{head_of(r, c)}" + (f" · KV{head_of(r, c) // group}" if group > 1 else ""),
-                 showarrow=False, font=dict(size=11, color="#111827"), bgcolor="rgba(255,255,255,0.75)")
-            for r in range(rows) for c in range(columns) if head_of(r, c) < num_heads
-        ]
-    )
-    return figure
+        shapes.append(_outline((selected % columns) * column_stride, (selected // columns) * row_stride,
+                               num_keys, num_queries))
+    # Each head's name inside its tile's top-right corner (empty under a causal mask), so none overlaps a neighbour.
+    names = [dict(x=c * column_stride + num_keys - 0.5, y=r * row_stride - 0.5, xanchor="right", yanchor="top",
+                  text=f"H{head_of(r, c)}" + (f" · KV{head_of(r, c) // group}" if group > 1 else ""),
+                  showarrow=False, font=dict(size=11, color="#111827"), bgcolor="rgba(255,255,255,0.75)")
+             for r, c in tiles]
+    return _mosaic_figure(canvas, title, 80 + int(150 * rows * max(1.0, num_queries / num_keys)), log_scale,
+                          hover, picker, shapes, annotations=names,
+                          xaxis=dict(showticklabels=False, ticks=""), yaxis=dict(showticklabels=False, ticks=""))
 
 
 def layer_head_overview(
@@ -278,30 +266,32 @@ def layer_head_overview(
     cells = tiles.shape[-1]
     canvas = mosaic(tiles)
     stride = cells + CELL_GAP
-    figure = _mosaic_figure(canvas, "All heads × layers", 90 + 46 * num_heads, log_scale)
-    # No per-cell hover text: it would multiply the payload; the axes name each tile's layer and head.
-    figure.data[0].hovertemplate = _weight_hover(log_scale) + "<extra></extra>"
     centre = (cells - 1) / 2
     step = int(np.ceil(num_layers / 16))  # at most 16 layer labels, so they stay level and readable
-    figure.update_xaxes(tickmode="array", tickvals=[c * stride + centre for c in range(0, num_layers, step)],
-                        ticktext=[f"L{c}" for c in range(0, num_layers, step)], tickangle=0)
-    figure.update_yaxes(tickmode="array", tickvals=[r * stride + centre for r in range(num_heads)],
-                        ticktext=[f"H{r}" for r in range(num_heads)])
-    figure.add_trace(_picker([c * stride + centre for r in range(num_heads) for c in range(num_layers)],
-                             [r * stride + centre for r in range(num_heads) for c in range(num_layers)],
-                             [[c, r] for r in range(num_heads) for c in range(num_layers)]))
+    picker = _picker([c * stride + centre for r in range(num_heads) for c in range(num_layers)],
+                     [r * stride + centre for r in range(num_heads) for c in range(num_layers)],
+                     [[c, r] for r in range(num_heads) for c in range(num_layers)])
+    shapes = []
     if selected is not None and 0 <= selected[0] < num_layers and 0 <= selected[1] < num_heads:
-        _outline(figure, selected[0] * stride, selected[1] * stride, cells, cells)
-    return figure
+        shapes.append(_outline(selected[0] * stride, selected[1] * stride, cells, cells))
+    # No per-cell hover text: it would multiply the payload; the axes name each tile's layer and head.
+    return _mosaic_figure(
+        canvas, "All heads × layers", 90 + 46 * num_heads, log_scale,
+        dict(hovertemplate=_weight_hover(log_scale) + "<extra></extra>"), picker, shapes,
+        xaxis=dict(tickmode="array", tickvals=[c * stride + centre for c in range(0, num_layers, step)],
+                   ticktext=[f"L{c}" for c in range(0, num_layers, step)], tickangle=0),
+        yaxis=dict(tickmode="array", tickvals=[r * stride + centre for r in range(num_heads)],
+                   ticktext=[f"H{r}" for r in range(num_heads)]),
+    )
 
 
-def _outline(figure: go.Figure, left: int, top: int, width: int, height: int) -> None:
+def _outline(left: int, top: int, width: int, height: int) -> dict:
     """A red frame around one tile of a mosaic: the head that is selected."""
-    figure.add_shape(type="rect", x0=left - 0.5, x1=left + width - 0.5, y0=top - 0.5, y1=top + height - 0.5,
-                     line=dict(color="#dc2626", width=2))
+    return dict(type="rect", x0=left - 0.5, x1=left + width - 0.5, y0=top - 0.5, y1=top + height - 0.5,
+                line=dict(color="#dc2626", width=2))
 
 
-def _picker(x: list[float], y: list[float], ids: list[list[int]]) -> go.Scatter:
+def _picker(x: list[float], y: list[float], ids: list[list[int]]) -> dict:
     """Invisible points at the tiles' centres, one per head, so that a click on a tile selects that head.
 
     A heatmap cannot be selected in plotly; a scatter point can, and its `customdata` says which head it is:
@@ -310,30 +300,29 @@ def _picker(x: list[float], y: list[float], ids: list[list[int]]) -> go.Scatter:
     """
     count = len(ids)
     name = "L%{customdata[0]} H%{customdata[1]}" if len(ids[0]) == 2 else "H%{customdata[0]}"
-    return go.Scatter(
-        x=np.asarray(x[:count], dtype=np.float32), y=np.asarray(y[:count], dtype=np.float32), customdata=ids,
-        mode="markers", showlegend=False, name="heads",
+    return dict(
+        type="scatter", x=np.asarray(x[:count], dtype=np.float32), y=np.asarray(y[:count], dtype=np.float32),
+        customdata=ids, mode="markers", showlegend=False, name="heads",
         marker=dict(size=22, symbol="square", opacity=0, color="#1d4ed8"),
         selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
         hovertemplate=name + ": click to select<extra></extra>",
     )
 
 
-def _mosaic_figure(canvas: np.ndarray, title: str, height: int, log_scale: bool = False) -> go.Figure:
-    figure = go.Figure(
-        go.Heatmap(
-            hoverongaps=False,
-            hovertemplate="%{customdata}<br>" + _weight_hover(log_scale) + "<extra></extra>",
-            **colour_scale(canvas, log_scale),
-        )
-    )
-    # No fixed aspect ratio: tiles stretch to fill the figure, so no empty band opens above or below them.
-    figure.update_layout(title=wrapped_title(title), height=height, margin=dict(l=10, r=10, t=60, b=10),
-                         plot_bgcolor="white", clickmode="event+select", dragmode=False, hovermode="closest")
+def _mosaic_figure(canvas: np.ndarray, title: str, height: int, log_scale: bool, hover: dict, picker: dict,
+                   shapes: list[dict], annotations: list[dict] = (), *, xaxis: dict, yaxis: dict) -> go.Figure:
+    """A mosaic (one heatmap of tiles with NaN gaps) under the head `picker`; `hover`: the heatmap's hover."""
+    heatmap = {"type": "heatmap", "hoverongaps": False,
+               "hovertemplate": "%{customdata}<br>" + _weight_hover(log_scale) + "<extra></extra>",
+               **colour_scale(canvas, log_scale), **hover}
     rows, columns = canvas.shape
-    figure.update_yaxes(range=[rows - 0.5, -0.5], showgrid=False, zeroline=False)  # row 0 on top
-    figure.update_xaxes(range=[-0.5, columns - 0.5], showgrid=False, zeroline=False)
-    return figure
+    # No fixed aspect ratio: tiles stretch to fill the figure, so no empty band opens above or below them.
+    return figure_from([heatmap, picker], dict(
+        title=wrapped_title(title), height=height, margin=dict(l=10, r=10, t=60, b=10), plot_bgcolor="white",
+        clickmode="event+select", dragmode=False, hovermode="closest", shapes=shapes, annotations=list(annotations),
+        yaxis=dict(range=[rows - 0.5, -0.5], showgrid=False, zeroline=False, **yaxis),  # row 0 on top
+        xaxis=dict(range=[-0.5, columns - 0.5], showgrid=False, zeroline=False, **xaxis),
+    ))
 
 
 def _mosaic_hover(

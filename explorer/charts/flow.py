@@ -7,6 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from explorer.charts.attention import lean_room, token_axis, wrapped_title
+from explorer.charts.figure import figure_from
 
 
 def token_bars(
@@ -17,18 +18,18 @@ def token_bars(
     `highlight` positions (the query tokens themselves) are drawn in orange."""
     if np.shape(values) != (len(tokens),):
         raise ValueError(f"Expected one value per token ({len(tokens)}); got shape {np.shape(values)}.")
-    colours = ["#f59e0b" if k in set(highlight) else "#1d4ed8" for k in range(len(tokens))]
-    figure = go.Figure(
-        go.Bar(
-            x=np.arange(len(tokens)), y=values, marker_color=colours,
-            customdata=[f"#{k} {t}" for k, t in enumerate(tokens)],
-            hovertemplate="%{customdata}<br>" + value + " %{y:.3f}<extra></extra>",
-        )
+    highlighted = set(highlight)
+    bars = dict(
+        type="bar", x=np.arange(len(tokens)), y=np.asarray(values),
+        marker=dict(color=["#f59e0b" if k in highlighted else "#1d4ed8" for k in range(len(tokens))]),
+        customdata=[f"#{k} {t}" for k, t in enumerate(tokens)],
+        hovertemplate="%{customdata}<br>" + value + " %{y:.3f}<extra></extra>",
     )
-    figure.update_layout(title=wrapped_title(title), height=height, yaxis_title=value,
-                         margin=dict(l=10, r=lean_room(tokens), t=45 + 18 * title.count("<br>"), b=10))
-    figure.update_xaxes(tickangle=-45, **token_axis(tokens, 64))
-    return figure
+    return figure_from([bars], dict(
+        title=wrapped_title(title), height=height, yaxis=dict(title=dict(text=value)),
+        margin=dict(l=10, r=lean_room(tokens), t=45 + 18 * title.count("<br>"), b=10),
+        xaxis=dict(tickangle=-45, **token_axis(tokens, 64)),
+    ))
 
 
 def prediction_bars(candidates: list[tuple[str, float, float]], title: str, height: int = 320) -> go.Figure:

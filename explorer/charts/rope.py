@@ -55,7 +55,7 @@ def _share_heatmap(shares: np.ndarray, row_labels: list[str], wavelengths: np.nd
     figure = go.Figure(go.Heatmap(
         z=shares * 100, x=list(range(pairs)), y=list(range(rows)), colorscale="Viridis", zmin=0,
         colorbar=dict(title="% of |q·k|", thickness=12), customdata=hover,
-        hovertemplate=f"%{{customdata[0]}}, pair %{{x}}<br>one turn every %{{customdata[1]}} tokens<br>"
+        hovertemplate="%{customdata[0]}, pair %{x}<br>one turn every %{customdata[1]} tokens<br>"
                       "%{z:.1f}% of |q·k| (%{customdata[2]})<extra></extra>",
     ))
     for top, bottom, runs in _blocks(kept):

@@ -16,10 +16,10 @@ def add(commands) -> None:
 # What the attention page (the first page a visitor sees) imports, in the order it needs them: imported by the
 # preload thread while Streamlit starts, so that the page's first run finds them in `sys.modules`.
 PRELOAD_MODULES = (
+    "pandas",  # first: the app's first chart waits until it is whole (see app.py)
+    "plotly.graph_objects",
     "torch",
     "transformers",
-    "pandas",
-    "plotly.graph_objects",
     "explorer.ui",
     "explorer.charts.attention",
     "explorer.charts.flow",

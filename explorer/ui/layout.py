@@ -37,6 +37,9 @@ def chart(figure, key: str, numbers: export.LabelledArray | export.Table | None 
         config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": name, "scale": 2}},
         **({"on_select": on_select, "selection_mode": "points"} if on_select else {}),
     )
+    loader = st.session_state.pop("chart_library_loader", None)  # the empty chart app.py drew for the browser to
+    if loader is not None:  # load its charting library early: a real chart is here now
+        loader.empty()
     files = {}
     if export.png_export_available():
         files["png"] = (partial(export.figure_png, figure), "image/png", "A 2x PNG rendered on the server for papers "
