@@ -85,6 +85,8 @@ def main() -> None:
         cold_start_cached_s=round(statistics.median(cached), 1),
         bare_process_s=round(statistics.median(bare), 1),
         cached_over_bare=round(statistics.median(cached) / statistics.median(bare), 2),
+        each_cached_s=[round(x, 1) for x in cached],
+        each_bare_s=[round(x, 1) for x in bare],
         load_average=[round(x, 2) for x in os.getloadavg()],
     )
     report(figures, args.json)
