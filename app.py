@@ -41,5 +41,5 @@ try:
     pages.run()
 finally:
     loader = st.session_state.pop("chart_library_loader", None)
-    if loader is not None:  # a page that drew no chart (one that stops early leaves it, 10 px of nothing, until its next run)
+    if loader is not None:  # a page that drew no chart (one that stops early keeps it, 10 px of nothing, a run)
         loader.empty()

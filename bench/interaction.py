@@ -118,8 +118,9 @@ def browser_seconds() -> dict[str, float]:
         slider = page.get_by_role("slider").first
         layers = [rerun_times(page, frames, server_times, lambda: (slider.focus(), page.keyboard.press("ArrowRight")),
                               f"Layer {layer}: all 9 heads") for layer in range(1, REPEATS + 1)]
-        heads = [rerun_times(page, frames, server_times, lambda head=head: page.locator('[data-testid="stButtonGroup"] button',
-                                                                  has_text=f"H{head}").first.click(),
+        heads = [rerun_times(page, frames, server_times,
+                             lambda head=head: page.locator('[data-testid="stButtonGroup"] button',
+                                                            has_text=f"H{head}").first.click(),
                              f"Layer {REPEATS}, head {head}") for head in [*range(1, 9), *range(0, 8)][:REPEATS]]
         browser.close()
     figures = {}

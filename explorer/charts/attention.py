@@ -47,13 +47,15 @@ def colour_scale(weights: np.ndarray, log_scale: bool) -> dict:
     labelled in weights.
     """
     if not log_scale:
-        return dict(z=weights, zmin=0.0, zmax=1.0, colorscale=COLOURS, colorbar=dict(title=dict(text="weight"), thickness=12))
+        return dict(z=weights, zmin=0.0, zmax=1.0, colorscale=COLOURS,
+                    colorbar=dict(title=dict(text="weight"), thickness=12))
     with np.errstate(divide="ignore"):
         z = np.maximum(np.log10(weights), LOG_FLOOR).astype(np.float32)  # NaN gaps stay NaN
     ticks = list(range(LOG_FLOOR, 1))
     return dict(
         z=z, zmin=LOG_FLOOR, zmax=0.0, colorscale=COLOURS,
-        colorbar=dict(title=dict(text="weight"), thickness=12, tickvals=ticks, ticktext=[f"{10.0**t:g}" for t in ticks]),
+        colorbar=dict(title=dict(text="weight"), thickness=12, tickvals=ticks,
+                      ticktext=[f"{10.0**t:g}" for t in ticks]),
     )
 
 
@@ -112,7 +114,8 @@ def head_heatmap(
         x=first_key + np.arange(len(key_tokens)),
         y=first_query + np.arange(len(tokens)),
         customdata=hover,
-        hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>" + _weight_hover(log_scale) + "<extra></extra>",
+        hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>" + _weight_hover(log_scale)
+        + "<extra></extra>",
         **colour_scale(weights, log_scale),
     )
     return figure_from([heatmap], dict(
