@@ -46,6 +46,20 @@ def test_flow_through_one_layer_is_that_layer_and_shares_sum_to_one(weights):
         flow(np.full((2, 1, 30, 30), 1 / 30), 0)
 
 
+def test_flow_is_the_maximum_flow_networkx_finds_by_another_algorithm(weights):
+    """The flow solves with Boykov-Kolmogorov; networkx's default (preflow-push) on the same graph, built here from
+    the definition, must give the same shares."""
+    import networkx as nx
+
+    mixed = residual_attention(weights)[:6]  # (6, T, T): up to layer 5
+    graph = nx.DiGraph()
+    for l, layer in enumerate(mixed):
+        for i, j in zip(*np.nonzero(layer)):
+            graph.add_edge((l, j), (l + 1, i), capacity=float(layer[i, j]))
+    values = np.array([nx.maximum_flow_value(graph, (0, j), (6, 8)) for j in range(9)])
+    np.testing.assert_allclose(flow(weights, 8, layer=5), values / values.sum(), atol=1e-12)
+
+
 def test_hiding_special_tokens_renormalises_the_rows_that_remain():
     minilm = load_model("minilm")
     overview = overview_attention(minilm, "the cat saw the dog")

@@ -9,6 +9,7 @@ import pytest
 
 from explorer.charts.attention import (
     head_grid, head_heatmap, layer_head_overview, mask_heatmap, mask_title, mosaic, pool, pooled_heatmap,
+    summary_heatmap,
 )
 from explorer.charts.flow import rollout_heatmap, token_bars
 
@@ -128,6 +129,9 @@ def fast_charts():
         "grid, cross": head_grid(cross, tokens[:3], "c", key_tokens=tokens[:5]),
         "overview": layer_head_overview(random_attention(3, 4, 9), tokens, selected=(2, 3)),
         "bars": token_bars(weights[0, -1], tokens, "b", highlight=[8], value="summed weight"),
+        "rollout": rollout_heatmap(np.full((3, 9), 1 / 9), tokens, "r"),
+        "summary": summary_heatmap(np.random.default_rng(2).random((40, 4)), "Entropy", "bits"),
+        "summary, capped": summary_heatmap(np.random.default_rng(3).random((3, 4)), "Sink", "share", "Reds", 1.0),
     }
 
 

@@ -370,19 +370,13 @@ def summary_heatmap(
     if values.ndim != 2:
         raise ValueError(f"Expected one value per (layer, head); got shape {values.shape}.")
     num_layers, num_heads = values.shape
-    figure = go.Figure(
-        go.Heatmap(
-            z=values.T,  # (H, L): one row per head
-            x=np.arange(num_layers),
-            y=np.arange(num_heads),
-            zmin=0.0,
-            zmax=zmax,
-            colorscale=colours,
-            colorbar=dict(title=unit, thickness=10),
-            hovertemplate="layer %{x}, head %{y}<br>%{z:.2f} " + unit + "<extra></extra>",
-        )
+    heatmap = dict(
+        type="heatmap", z=values.T, x=np.arange(num_layers), y=np.arange(num_heads),  # (H, L): one row per head
+        zmin=0.0, zmax=zmax, colorscale=get_colorscale(colours), colorbar=dict(title=dict(text=unit), thickness=10),
+        hovertemplate="layer %{x}, head %{y}<br>%{z:.2f} " + unit + "<extra></extra>",
     )
-    figure.update_layout(title=wrapped_title(title), height=110 + 18 * num_heads, margin=dict(l=10, r=10, t=40, b=10))
-    figure.update_xaxes(title="layer", dtick=1 if num_layers <= 16 else 2 if num_layers <= 40 else 5)
-    figure.update_yaxes(title="head", autorange="reversed", dtick=1)
-    return figure
+    return figure_from([heatmap], dict(
+        title=wrapped_title(title), height=110 + 18 * num_heads, margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(title=dict(text="layer"), dtick=1 if num_layers <= 16 else 2 if num_layers <= 40 else 5),
+        yaxis=dict(title=dict(text="head"), autorange="reversed", dtick=1),
+    ))

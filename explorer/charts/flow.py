@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import get_colorscale
 
 from explorer.charts.attention import lean_room, token_axis, wrapped_title
 from explorer.charts.figure import figure_from
@@ -51,13 +52,14 @@ def rollout_heatmap(values: np.ndarray, tokens: list[str], title: str, height: i
     if values.ndim != 2 or values.shape[1] != len(tokens):
         raise ValueError(f"Expected one row per layer over the {len(tokens)} tokens; got shape {values.shape}.")
     num_layers = values.shape[0]
-    figure = go.Figure(go.Heatmap(
-        z=values, x=np.arange(len(tokens)), y=np.arange(num_layers), zmin=0.0, zmax=1.0, colorscale="Purples",
-        colorbar=dict(title="share", thickness=10),  # hover by position only: labels per cell would grow L x T
+    heatmap = dict(  # hover by position only: labels per cell would grow L x T
+        type="heatmap", z=values, x=np.arange(len(tokens)), y=np.arange(num_layers), zmin=0.0, zmax=1.0,
+        colorscale=get_colorscale("Purples"), colorbar=dict(title=dict(text="share"), thickness=10),
         hovertemplate="after layer %{y}<br>from token #%{x}<br>share %{z:.3f}<extra></extra>",
+    )
+    return figure_from([heatmap], dict(
+        title=wrapped_title(title), height=height or 120 + 14 * num_layers,
+        margin=dict(l=10, r=lean_room(tokens), t=100, b=10),
+        xaxis=dict(title=dict(text="input token"), side="top", tickangle=-45, **token_axis(tokens, 64)),
+        yaxis=dict(title=dict(text="after layer"), autorange="reversed", dtick=1 if num_layers <= 32 else 4),
     ))
-    figure.update_layout(title=wrapped_title(title), height=height or 120 + 14 * num_layers,
-                         margin=dict(l=10, r=lean_room(tokens), t=100, b=10))
-    figure.update_xaxes(title="input token", side="top", tickangle=-45, **token_axis(tokens, 64))
-    figure.update_yaxes(title="after layer", autorange="reversed", dtick=1 if num_layers <= 32 else 4)
-    return figure
