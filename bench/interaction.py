@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
+import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -97,32 +99,31 @@ def rerun_times(page, frames: list, server_times: Path, act, title: str) -> tupl
 def browser_seconds() -> dict[str, float]:
     """Median server, round-trip and drawn seconds of changing the layer (the slider's arrow key) and the head (its
     button)."""
-    import sys
-    import tempfile
-
     from playwright.sync_api import sync_playwright
 
     from tests.browser import launch, record_frames, streamlit_server, wait_idle
 
-    server_times = Path(tempfile.mkdtemp()) / "script-runs.txt"
-    server_times.touch()
-    timed_launcher = [sys.executable, "-m", "bench.timed_server", str(server_times)]
-    with sync_playwright() as playwright, streamlit_server(start=timed_launcher) as url:
-        browser = launch(playwright)
-        page = browser.new_page(viewport={"width": 1400, "height": 2400})
-        frames = record_frames(page)
-        page.goto(f"{url}?{urllib.parse.urlencode({'text': SENTENCE})}")
-        wait_idle(page, 300_000)
-        page.get_by_text("All heads × layers").first.wait_for(timeout=300_000)
-        wait_idle(page)
-        slider = page.get_by_role("slider").first
-        layers = [rerun_times(page, frames, server_times, lambda: (slider.focus(), page.keyboard.press("ArrowRight")),
-                              f"Layer {layer}: all 9 heads") for layer in range(1, REPEATS + 1)]
-        heads = [rerun_times(page, frames, server_times,
-                             lambda head=head: page.locator('[data-testid="stButtonGroup"] button',
-                                                            has_text=f"H{head}").first.click(),
-                             f"Layer {REPEATS}, head {head}") for head in [*range(1, 9), *range(0, 8)][:REPEATS]]
-        browser.close()
+    with tempfile.TemporaryDirectory() as folder:
+        server_times = Path(folder) / "script-runs.txt"
+        server_times.touch()
+        timed_launcher = [sys.executable, "-m", "bench.timed_server", str(server_times)]
+        with sync_playwright() as playwright, streamlit_server(start=timed_launcher) as url:
+            browser = launch(playwright)
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            frames = record_frames(page)
+            page.goto(f"{url}?{urllib.parse.urlencode({'text': SENTENCE})}")
+            wait_idle(page, 300_000)
+            page.get_by_text("All heads × layers").first.wait_for(timeout=300_000)
+            wait_idle(page)
+            slider = page.get_by_role("slider").first
+            press_right = lambda: (slider.focus(), page.keyboard.press("ArrowRight"))  # noqa: E731
+            layers = [rerun_times(page, frames, server_times, press_right, f"Layer {layer}: all 9 heads")
+                      for layer in range(1, REPEATS + 1)]
+            heads = [rerun_times(page, frames, server_times,
+                                 lambda head=head: page.locator('[data-testid="stButtonGroup"] button',
+                                                                has_text=f"H{head}").first.click(),
+                                 f"Layer {REPEATS}, head {head}") for head in [*range(1, 9), *range(0, 8)][:REPEATS]]
+            browser.close()
     figures = {}
     for change, times in (("layer", layers), ("head", heads)):
         for index, measure in enumerate(("server", "round_trip", "drawn")):
